@@ -1,0 +1,1 @@
+"""netspec: a declarative network-spec compiler."""

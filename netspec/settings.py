@@ -1,0 +1,86 @@
+"""Training and data settings: the `train:` and `data:` sections of a spec.
+
+Every convention where the paper and later ports differ is a named option here, and the
+defaults are the paper's (shared/PAPER.md), so that specs/alexnet.yaml can simply omit them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base for every spec section: unknown keys are errors, `yes` is not an int."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PlateauSchedule(Strict):
+    """The paper's rule: divide the rate by 10 when validation error stops improving."""
+
+    type: Literal["plateau"] = "plateau"
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    patience: Annotated[int, Field(ge=0)] = 1
+    max_drops: Annotated[int, Field(ge=0)] = 3
+    threshold: Annotated[float, Field(ge=0)] = 1e-4
+
+
+class StepSchedule(Strict):
+    type: Literal["step"] = "step"
+    every: Annotated[int, Field(ge=1)] = 30
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+
+class CosineSchedule(Strict):
+    type: Literal["cosine"] = "cosine"
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ConstantSchedule(Strict):
+    type: Literal["constant"] = "constant"
+
+
+Schedule = Annotated[
+    PlateauSchedule | StepSchedule | CosineSchedule | ConstantSchedule,
+    Field(discriminator="type"),
+]
+
+
+class TrainConfig(Strict):
+    epochs: Annotated[int, Field(ge=1)] = 90
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0005
+    optimizer: Literal["sgd_paper", "sgd_torch"] = Field(
+        "sgd_paper",
+        description="sgd_paper: v <- m*v - wd*lr*w - lr*grad, w <- w + v (lr inside the velocity). "
+        "sgd_torch: torch.optim.SGD (lr outside the velocity).",
+    )
+    bias_lr_mult: Annotated[float, Field(ge=0)] = 1.0
+    bias_decay_mult: Annotated[float, Field(ge=0)] = 1.0
+    schedule: Schedule = PlateauSchedule()
+    seed: int = 0
+    amp: bool = Field(False, description="mixed precision (CUDA only)")
+    channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
+
+
+class DataConfig(Strict):
+    resize: Annotated[int, Field(ge=1)] = Field(256, description="shorter side after rescaling")
+    crop: Annotated[int, Field(ge=1)] = Field(227, description="random training crop; = input size")
+    mirror: bool = True
+    mean: Literal["pixel", "channel", "none"] = Field(
+        "pixel", description="subtract the training set's mean image, per-channel mean, or nothing"
+    )
+    pca: Literal["dataset", "imagenet", "none"] = Field(
+        "dataset", description="PCA colour noise: eigen-decomposition of the training set's RGB, "
+        "the published ImageNet values, or off"
+    )
+    pca_std: Annotated[float, Field(ge=0)] = 0.1
+    ten_crop: bool = Field(False, description="evaluate on four corners, centre and mirrors")
+    workers: Annotated[int, Field(ge=0)] = 2
+    stats_images: Annotated[int, Field(ge=1)] = Field(
+        10000, description="at most this many training images for the mean and PCA"
+    )

@@ -75,8 +75,9 @@ class DataConfig(Strict):
         "pixel", description="subtract the training set's mean image, per-channel mean, or nothing"
     )
     pca: Literal["dataset", "imagenet", "none"] = Field(
-        "dataset", description="PCA colour noise: eigen-decomposition of the training set's RGB, "
-        "the published ImageNet values, or off"
+        "dataset",
+        description="PCA colour noise: eigen-decomposition of the training set's RGB, "
+        "the published ImageNet values, or off",
     )
     pca_std: Annotated[float, Field(ge=0)] = 0.1
     ten_crop: bool = Field(False, description="evaluate on four corners, centre and mirrors")

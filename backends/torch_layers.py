@@ -1,0 +1,110 @@
+"""Torch modules that torch itself lacks: the paper's LRN, grouped linears, per-group joins."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LocalResponseNorm(nn.Module):
+    """b_i = a_i / (k + α' Σ_j a_j²)^β over a window of channels, per device group.
+
+    `paper`: α' = α and the window runs ⌊n/2⌋ channels each side of i (so an even n sums n + 1
+    channels, as the formula in the paper reads). `caffe`: α' = α/n over n channels,
+    ⌊n/2⌋ before i and ⌊(n-1)/2⌋ after, which is what cuda-convnet, Caffe and
+    `nn.LocalResponseNorm` compute. With `groups` > 1 each group's channels are normalised
+    among themselves only, as on the paper's two GPUs.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        alpha: float,
+        beta: float,
+        k: float,
+        convention: str = "paper",
+        groups: int = 1,
+    ):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.convention, self.groups = convention, groups
+        if convention == "paper":
+            self.before, self.after, self.scale = size // 2, size // 2, alpha
+        else:
+            self.before, self.after, self.scale = size // 2, (size - 1) // 2, alpha / size
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"convention={self.convention}, groups={self.groups}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        per = c // self.groups
+        sq = x.pow(2).reshape(n * self.groups, 1, per, -1)
+        window = self.before + self.after + 1
+        padded = F.pad(sq, (0, 0, self.before, self.after))
+        total = F.avg_pool2d(padded, kernel_size=(window, 1), stride=1) * window
+        total = total.reshape(x.shape)
+        return x / (self.k + self.scale * total).pow(self.beta)
+
+
+class GroupedLinear(nn.Module):
+    """A linear layer whose units see only their own group's block of features."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        groups: int,
+        bias: bool = True,
+        flatten: bool = False,
+    ):
+        super().__init__()
+        self.groups, self.flatten = groups, flatten
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // groups))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        if self.bias is not None:
+            bound = (in_features // groups) ** -0.5
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1) if self.flatten else x
+        g = self.groups
+        xs = x.reshape(x.shape[0], g, -1)
+        w = self.weight.reshape(g, self.out_features // g, -1)
+        y = torch.einsum("ngi,goi->ngo", xs, w).reshape(x.shape[0], -1)
+        return y + self.bias if self.bias is not None else y
+
+
+class FlattenLinear(nn.Linear):
+    """nn.Linear that flattens a C×H×W input first, so the spec needs no flatten layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
+class Concat(nn.Module):
+    """Channel concatenation that keeps each device group's channels together."""
+
+    def __init__(self, groups: int = 1):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        parts = [x.reshape(x.shape[0], g, x.shape[1] // g, *x.shape[2:]) for x in xs]
+        out = torch.cat(parts, dim=2)
+        return out.reshape(out.shape[0], -1, *out.shape[3:])
+
+
+class Add(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out

@@ -1,0 +1,175 @@
+"""The torch back end: a graph becomes an nn.Module, one submodule per spec layer.
+
+Device groups compile to grouped convolutions and linears and to per-group LRN and concat,
+all on one device: the same function, with the same weights, as the paper's two GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import networkx as nx
+import torch
+from torch import nn
+
+from backends import torch_layers as T
+from netspec import layers as L
+from netspec.graph import INPUT, order
+from netspec.layers import Init
+
+Builder = Callable[[dict, int, int], nn.Module]
+BUILDERS: dict[type[L.Layer], Builder] = {}
+
+
+def builds(*models: type[L.Layer]) -> Callable[[Builder], Builder]:
+    def register(fn: Builder) -> Builder:
+        for m in models:
+            BUILDERS[m] = fn
+        return fn
+
+    return register
+
+
+@builds(L.Conv)
+def _conv(node: dict, in_size: int, groups: int) -> nn.Module:
+    layer: L.Conv = node["layer"]
+    return nn.Conv2d(
+        in_size,
+        layer.filters,
+        layer.kernel,
+        layer.stride,
+        layer.padding,
+        groups=node["groups"],
+        bias=layer.bias,
+    )
+
+
+@builds(L.Linear)
+def _linear(node: dict, in_size: int, groups: int) -> nn.Module:
+    units = node["shape"][0]
+    bias = node["layer"].bias
+    if node["groups"] > 1:
+        return T.GroupedLinear(in_size, units, node["groups"], bias, node["flatten"])
+    return (T.FlattenLinear if node["flatten"] else nn.Linear)(in_size, units, bias=bias)
+
+
+@builds(L.LRN)
+def _lrn(node: dict, in_size: int, groups: int) -> nn.Module:
+    layer: L.LRN = node["layer"]
+    return T.LocalResponseNorm(
+        layer.size,
+        layer.alpha,
+        layer.beta,
+        layer.k,
+        layer.convention,
+        groups if node["split"] else 1,
+    )
+
+
+@builds(L.MaxPool)
+def _maxpool(node: dict, in_size: int, groups: int) -> nn.Module:
+    layer: L.MaxPool = node["layer"]
+    return nn.MaxPool2d(
+        layer.kernel, layer.stride or layer.kernel, layer.padding, ceil_mode=layer.ceil
+    )
+
+
+@builds(L.AvgPool)
+def _avgpool(node: dict, in_size: int, groups: int) -> nn.Module:
+    layer: L.AvgPool = node["layer"]
+    return nn.AvgPool2d(
+        layer.kernel,
+        layer.stride or layer.kernel,
+        layer.padding,
+        ceil_mode=layer.ceil,
+        count_include_pad=True,
+    )
+
+
+@builds(L.AdaptiveAvgPool)
+def _adaptive(node: dict, in_size: int, groups: int) -> nn.Module:
+    return nn.AdaptiveAvgPool2d(node["layer"].output_size)
+
+
+@builds(L.BatchNorm)
+def _batchnorm(node: dict, in_size: int, groups: int) -> nn.Module:
+    layer: L.BatchNorm = node["layer"]
+    norm = nn.BatchNorm2d if len(node["shape"]) == 3 else nn.BatchNorm1d
+    return norm(node["shape"][0], eps=layer.eps, momentum=layer.momentum)
+
+
+@builds(L.Concat)
+def _concat(node: dict, in_size: int, groups: int) -> nn.Module:
+    return T.Concat(groups if node["split"] else 1)
+
+
+BUILDERS.update(
+    {
+        L.ReLU: lambda node, in_size, groups: nn.ReLU(),
+        L.Tanh: lambda node, in_size, groups: nn.Tanh(),
+        L.Dropout: lambda node, in_size, groups: nn.Dropout(node["layer"].p),
+        L.Flatten: lambda node, in_size, groups: nn.Flatten(),
+        L.Add: lambda node, in_size, groups: T.Add(),
+    }
+)
+
+WeightInit = Callable[[torch.Tensor, Init], None]
+WEIGHT_INITS: dict[str, WeightInit | None] = {
+    "torch": None,
+    "normal": lambda w, init: nn.init.normal_(w, init.mean, init.std),
+    "kaiming": lambda w, init: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "xavier": lambda w, init: nn.init.xavier_uniform_(w),
+}
+
+
+class Network(nn.Module):
+    """Runs the graph's layers in order; each spec layer is the submodule of its name."""
+
+    def __init__(self, graph: nx.DiGraph):
+        super().__init__()
+        groups = max(1, len(graph.graph["device_groups"]))
+        self.plan: list[tuple[str, list[str]]] = []
+        for name in order(graph):
+            if name == INPUT:
+                continue
+            node = graph.nodes[name]
+            sources = sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
+            in_shape = graph.nodes[sources[0]]["shape"]
+            in_size = math.prod(in_shape) if node["type"] == "linear" else in_shape[0]
+            self.add_module(name, BUILDERS[type(node["layer"])](node, in_size, groups))
+            self.plan.append((name, sources))
+        self.output = graph.graph["output"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {INPUT: x}
+        for name, sources in self.plan:
+            values[name] = self.get_submodule(name)(*(values[s] for s in sources))
+        return values[self.output]
+
+
+def initialise(model: Network, graph: nx.DiGraph, default: Init) -> None:
+    """Apply each weight layer's `init` (or the spec's default) to its weight and bias."""
+    with torch.no_grad():
+        for name, _ in model.plan:
+            layer = graph.nodes[name]["layer"]
+            if not layer.has_weights:
+                continue
+            init = layer.init or default
+            module = model.get_submodule(name)
+            fill = WEIGHT_INITS[init.weight]
+            if fill is not None:
+                fill(module.weight, init)
+            if init.bias is not None and module.bias is not None:
+                module.bias.fill_(init.bias)
+
+
+def to_module(
+    graph: nx.DiGraph, default_init: Init, device: str | torch.device | None = None
+) -> Network:
+    """Build the module; on the `meta` device no weight memory is allocated."""
+    with torch.device(device or "cpu"):
+        model = Network(graph)
+    if torch.device(device or "cpu").type != "meta":
+        initialise(model, graph, default_init)
+    return model

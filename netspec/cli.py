@@ -1,0 +1,191 @@
+"""The `netspec` command: build · draw · train · eval · schema.
+
+A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
+status 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from netspec.errors import SpecError, UsageError
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str, target: str) -> Callable:
+    """Register a subcommand; `target` is `module:function`, imported only when it runs."""
+
+    def register(add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
+        COMMANDS[name] = (help, add_arguments, target)
+        return add_arguments
+
+    return register
+
+
+def _spec_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="the spec file, e.g. specs/alexnet.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value (repeatable): layers.conv1.filters=64, train.lr=0.02",
+    )
+
+
+@command("build", "validate a spec, infer shapes, print the layer table", "netspec.cli:run_build")
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    _spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the table as one JSON object")
+
+
+@command("schema", "print the JSON Schema of the spec language", "netspec.cli:run_schema")
+def _schema_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("draw", "draw the network with graphviz", "backends.diagram:run_draw")
+def _draw_arguments(p: argparse.ArgumentParser) -> None:
+    _spec_arguments(p)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file to write; the format comes from the extension: svg, png, pdf, dot",
+    )
+    p.add_argument(
+        "--rankdir",
+        choices=["TB", "LR"],
+        default="TB",
+        help="top to bottom (default) or left to right",
+    )
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="fold activations, LRN, pooling and dropout into the layer they follow",
+    )
+
+
+@command("train", "train a spec on an image folder", "netspec.loop:run_train")
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    _spec_arguments(p)
+    p.add_argument(
+        "--data",
+        required=True,
+        help="an image folder with train/<class>/ and val/<class>/, or 'shapes'",
+    )
+    p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--workers", type=int, help="override data.workers")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="use at most N training images per epoch (quick trials)",
+    )
+
+
+@command("eval", "evaluate a checkpoint on the validation split", "netspec.loop:run_eval")
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    _spec_arguments(p)
+    p.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
+    p.add_argument("--data", required=True, help="the image folder (its val/ split) or 'shapes'")
+    p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
+    p.add_argument("--workers", type=int, help="override data.workers")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from netspec import build_graph, compile, load_spec
+    from netspec.summary import format_table, to_json
+
+    spec = load_spec(args.spec, args.overrides)
+    graph = build_graph(spec)
+    _prove_it_compiles(spec, graph)
+    if args.json:
+        print(json.dumps(to_json(graph), indent=2))
+    else:
+        print(format_table(graph))
+    print_warnings(spec, graph)
+    return 0
+
+
+def _prove_it_compiles(spec, graph) -> None:
+    """Build the torch module on the meta device and run it: no weights are allocated."""
+    import torch
+
+    from netspec import compile
+
+    model = compile(spec, device="meta")
+    with torch.no_grad():
+        out = model(torch.empty(2, *spec.input, device="meta"))
+    expected = (2, *graph.nodes[graph.graph["output"]]["shape"])
+    if tuple(out.shape) != expected:
+        raise RuntimeError(f"torch gives {tuple(out.shape)}, the graph {expected}: a netspec bug")
+
+
+def print_warnings(spec, graph) -> None:
+    for name, message in graph.graph["warnings"]:
+        i = graph.nodes[name]["index"]
+        where = spec.where(("layers", i))
+        print(f"{where}: warning: {spec.layer_context(i)}: {message}", file=sys.stderr)
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from netspec.spec import Spec
+
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "netspec spec"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netspec", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks for errors",
+        )
+        add_arguments(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    module, _, function = COMMANDS[args.command][2].partition(":")
+    try:
+        run: Command = getattr(__import__(module, fromlist=[function]), function)
+        return run(args)
+    except SpecError as exc:
+        if args.debug:
+            raise
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"netspec {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

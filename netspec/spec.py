@@ -1,0 +1,224 @@
+"""The spec document: pydantic models, and turning their complaints into located lines."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+
+from netspec.document import Document, Loc, read_yaml
+from netspec.errors import Problem, SpecError, did_you_mean
+from netspec.layers import LAYER_TYPES, AnyLayer, Init, Name, PosInt
+from netspec.settings import DataConfig, Strict, TrainConfig
+
+
+class Spec(Strict):
+    """A network: its input, its layers in order, and how to train it."""
+
+    name: str
+    description: str = ""
+    input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(
+        description="channels, height, width of one example"
+    )
+    classes: PosInt | None = Field(None, description="a linear layer may say `units: classes`")
+    device_groups: Annotated[list[Name], Field(min_length=1)] | None = Field(
+        None, description="the paper's two GPUs are two groups; omitted means one group"
+    )
+    init: Init = Field(Init(), description="default initialisation of every weight layer")
+    layers: Annotated[list[AnyLayer], Field(min_length=1)]
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+
+    _doc: Document | None = PrivateAttr(None)
+
+    @property
+    def groups(self) -> list[str]:
+        return self.device_groups or []
+
+    def where(self, loc: Loc, key: bool = False) -> str:
+        """Where `loc` was written: `FILE:LINE:COL`, `--set K=V`, or the spec's name."""
+        return self._doc.where(loc, key) if self._doc else f"<spec {self.name}>"
+
+    def layer_context(self, index: int) -> str:
+        return f"layers[{index}] ({self.layers[index].name})"
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
+    """Read, override and validate a spec file; every mistake is raised as one SpecError."""
+    from netspec.overrides import apply_overrides
+
+    doc = read_yaml(path)
+    apply_overrides(doc, overrides)
+    return validate(doc)
+
+
+def validate(doc: Document) -> Spec:
+    data = doc.data
+    if data is None:
+        raise SpecError(
+            [Problem(doc.source, "the file is empty; a spec needs name, input, layers")]
+        )
+    if not isinstance(data, dict):
+        raise SpecError([Problem(doc.where(()), "a spec is a mapping with name, input, layers")])
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(doc, err) for err in exc.errors()]
+        raise SpecError(sorted(set(problems), key=lambda p: _order(p.where))) from None
+    spec._doc = doc
+    return spec
+
+
+def _order(where: str) -> tuple[int, int, str]:
+    parts = where.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return (int(parts[1]), int(parts[2]), "")
+    return (1 << 30, 0, where)
+
+
+def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
+    """Drop pydantic's union-tag steps from `loc`, keeping the path into the raw data."""
+    path: list[str | int] = []
+    node = data
+    for i, step in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            node = node[step]
+        elif not last:
+            continue
+        path.append(step)
+    return tuple(path), node
+
+
+def _model_at(data: Any, path: Loc) -> type[BaseModel] | None:
+    """The model whose field `path[-1]` is, found by walking annotations and `type` tags."""
+    model: type[BaseModel] = Spec
+    node = data
+    for step in path[:-1]:
+        if isinstance(step, int):
+            node = node[step] if isinstance(node, list) and step < len(node) else None
+            continue
+        field = model.model_fields.get(step)
+        node = node.get(step) if isinstance(node, dict) else None
+        if field is None:
+            return None
+        candidates = _models_in(field.annotation)
+        if len(candidates) > 1 and isinstance(node, dict):
+            by_type = {_tag(c): c for c in candidates}
+            candidates = [by_type[node["type"]]] if node.get("type") in by_type else []
+        if len(candidates) != 1:
+            return None
+        model = candidates[0]
+    return model
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    return typing.get_args(field.annotation)[0] if field else None
+
+
+def _context(data: Any, path: Loc) -> tuple[str, Loc]:
+    """Split a path into a layer context (`layers[3] (conv2)`) and the rest."""
+    if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
+        layers = data.get("layers")
+        layer = layers[path[1]] if isinstance(layers, list) and path[1] < len(layers) else None
+        name = layer.get("name") if isinstance(layer, dict) else None
+        ctx = f"layers[{path[1]}]" + (f" ({name})" if isinstance(name, str) else "")
+        return ctx, path[2:]
+    return "", path
+
+
+def _dotted(path: Loc) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+def _problem(doc: Document, err: dict) -> Problem:
+    kind = err["type"]
+    path, _ = _data_path(doc.data, err["loc"])
+    context, rest = _context(doc.data, path)
+    field = _dotted(rest)
+    subject = field or "this layer" if context else field or "the spec"
+    got = err.get("input")
+    ctx = err.get("ctx") or {}
+    key = False
+    if kind == "missing":
+        where_loc = path[:-1]
+        message = f"missing required key '{rest[-1] if rest else path[-1]}'"
+    elif kind == "extra_forbidden":
+        key, where_loc = True, path
+        model = _model_at(doc.data, path)
+        choices = list(model.model_fields) if model else []
+        message = f"unknown key '{path[-1]}'{did_you_mean(path[-1], choices)}"
+        if choices:
+            message += f"; {_tag(model) or model.__name__} takes: {', '.join(choices)}"
+    elif kind == "union_tag_invalid":
+        where_loc = (*path, "type")
+        tag = ctx.get("tag")
+        message = f"unknown type '{tag}'{did_you_mean(tag, _tags_for(doc.data, path))}"
+        if path and path[0] == "layers":
+            message += f"; layer types: {', '.join(LAYER_TYPES)}"
+    elif kind == "union_tag_not_found":
+        where_loc = path
+        message = "missing required key 'type'"
+    else:
+        where_loc = path
+        message = f"{subject} {_describe(kind, ctx, got, err['msg'])}"
+    return Problem(doc.where(where_loc, key=key), message, context)
+
+
+def _tags_for(data: Any, path: Loc) -> list[str]:
+    model = _model_at(data, (*path, "type"))
+    if path and path[0] == "layers":
+        return list(LAYER_TYPES)
+    return [t for t in [_tag(model)] if t] if model else []
+
+
+_DESCRIBE = {
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "string_pattern_mismatch": "must be a name of letters, digits and _ (not starting with a digit)",
+}
+
+
+def _describe(kind: str, ctx: dict, got: Any, default: str) -> str:
+    shown = f", got {got!r}"
+    if kind in _DESCRIBE:
+        return _DESCRIBE[kind] + shown
+    bounds = {
+        "greater_than_equal": ("≥", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("≤", "le"),
+        "less_than": ("<", "lt"),
+    }
+    if kind in bounds:
+        sign, name = bounds[kind]
+        return f"must be {sign} {ctx[name]}{shown}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}{shown}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} items, got {ctx.get('actual_length')}"
+    if kind == "too_long":
+        return f"takes at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
+    if kind == "value_error":
+        return default.removeprefix("Value error, ")
+    return f"{default[:1].lower()}{default[1:]}{shown}"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:  # noqa: A001
+def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:
     """The spec as a torch module; `device="meta"` builds it without allocating weights."""
     from backends.torch_module import to_module
 

@@ -105,7 +105,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from netspec import build_graph, compile, load_spec
+    from netspec import build_graph, load_spec
     from netspec.summary import format_table, to_json
 
     spec = load_spec(args.spec, args.overrides)

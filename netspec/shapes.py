@@ -117,13 +117,14 @@ def _windows(
         if dropped:
             lost.append(f"{dropped} {axis[:-1] if dropped == 1 else axis}")
     warnings = []
+    step = stride[0] if stride[0] == stride[1] else fmt(stride)
     if lost:
         if t.source == ctx.spec_input:
             fix = f"use input [{t.shape[0]}, {h + grow[0]}, {w + grow[1]}] or padding"
         else:
             fix = "add padding" + ("" if layer.has_weights else " or ceil: true")
         warnings.append(
-            f"the {fmt(kernel)} window with stride {stride[0] if stride[0] == stride[1] else fmt(stride)} does not tile its {h}×{w} input: "
+            f"the {fmt(kernel)} window with stride {step} does not tile its {h}×{w} input: "
             f"the last {' and '.join(lost)} are never seen; {fix}"
         )
     return (out[0], out[1]), warnings

@@ -196,7 +196,7 @@ _DESCRIBE = {
     "model_type": "must be a mapping",
     "model_attributes_type": "must be a mapping",
     "dict_type": "must be a mapping",
-    "string_pattern_mismatch": "must be a name of letters, digits and _ (not starting with a digit)",
+    "string_pattern_mismatch": "must be letters, digits and _, not starting with a digit",
 }
 
 

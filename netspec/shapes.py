@@ -118,6 +118,7 @@ def _windows(
             lost.append(f"{dropped} {axis[:-1] if dropped == 1 else axis}")
     warnings = []
     step = stride[0] if stride[0] == stride[1] else fmt(stride)
+    verb = "is" if lost in (["1 row"], ["1 column"]) else "are"
     if lost:
         if t.source == ctx.spec_input:
             fix = f"use input [{t.shape[0]}, {h + grow[0]}, {w + grow[1]}] or padding"
@@ -125,7 +126,7 @@ def _windows(
             fix = "add padding" + ("" if layer.has_weights else " or ceil: true")
         warnings.append(
             f"the {fmt(kernel)} window with stride {step} does not tile its {h}×{w} input: "
-            f"the last {' and '.join(lost)} are never seen; {fix}"
+            f"the last {' and '.join(lost)} {verb} never seen; {fix}"
         )
     return (out[0], out[1]), warnings
 

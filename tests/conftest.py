@@ -1,0 +1,14 @@
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+TEST_SPECS = sorted((ROOT / "tests" / "specs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    import torch
+
+    torch.set_num_threads(2)

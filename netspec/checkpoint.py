@@ -1,0 +1,156 @@
+"""Checkpoints: atomic saves, loads that run no pickled code, and the random-number state.
+
+A run can be killed at any moment (out of time, out of memory, Ctrl-C), and resuming must
+find either the previous checkpoint or the new one, never half of one. So a save writes a
+temporary file beside the target, syncs it to disk, renames it over the target (atomic on
+POSIX) and syncs the directory so that the rename itself survives a crash.
+
+What goes in a checkpoint is the caller's choice, but it is loaded with `weights_only=True`,
+so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of them
+(optimizer and schedule `state_dict()`s, `rng_state()`, a YAML string, metrics all qualify).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded: one line naming the file and the fix."""
+
+
+def _temp_prefix(path: Path) -> str:
+    # Hidden and ending in .tmp, so a glob for checkpoints (*.pt) never matches one; the
+    # writer's pid lets a later save tell a dead writer's leftover from a live one's.
+    return f".{path.name}."
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: afterwards `path` is the old file or the new one.
+
+    One writer per path at a time. Temporary files left by a writer that was killed are
+    removed here, on the next save to the same path.
+    """
+    path = Path(path)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    prefix = _temp_prefix(path)
+    for tmp in path.parent.glob(f"{prefix}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU without running pickled code (`weights_only=True`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; check the path, or start without resuming"
+        )
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:
+        # torch's messages run to paragraphs and suggest weights_only=False; say it briefly.
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: holds a {unsafe[1]}, which weights_only=True refuses; "
+                "save only tensors, numbers, strings, and lists and dicts of them"
+            ) from e
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}), truncated or not one; "
+            "delete it and resume from an earlier checkpoint or start again"
+        ) from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"{path}: holds a {type(payload).__name__}, not a checkpoint dict; "
+            "point to a file written by save_checkpoint"
+        )
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of torch's (CPU and CUDA), Python's and numpy's global generators.
+
+    In forms `weights_only=True` loads: tensors, ints, floats, strings, lists, None.
+    """
+    version, mt, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
+        "numpy": {
+            "name": str(name),
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state()` returned, so the same draws follow."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["name"],
+            np.asarray(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

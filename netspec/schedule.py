@@ -1,0 +1,146 @@
+"""Learning-rate schedules: the `train.schedule` section of a spec, one class per `type`.
+
+Epochs are numbered from 0. Protocol for the training loop:
+
+    schedule = make_schedule(cfg)
+    apply_lr(optimizer, schedule.lr)              # the rate for epoch 0 is cfg.lr
+    for epoch in range(schedule.epoch, cfg.epochs):
+        train one epoch; val_error = evaluate()
+        apply_lr(optimizer, schedule.step(val_error))   # the rate for epoch + 1
+
+`schedule.epoch` counts completed epochs (so it is also the next epoch's number), and the
+state is plain Python numbers, so a checkpoint loaded with `weights_only=True` can hold it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+
+from netspec.settings import (
+    ConstantSchedule,
+    CosineSchedule,
+    PlateauSchedule,
+    StepSchedule,
+    TrainConfig,
+)
+
+
+class LRSchedule:
+    """Base: holds the rate for the next epoch; subclasses say how it moves.
+
+    Each subclass is built only by `make_schedule`, from a `cfg` whose `schedule` is the
+    settings model it is registered for in SCHEDULES.
+    """
+
+    _state_keys: ClassVar[tuple[str, ...]] = ("epoch", "lr")
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.base_lr = cfg.lr
+        self.epoch = 0
+        self.lr = cfg.lr
+
+    def step(self, val_error: float) -> float:
+        """Record that an epoch ended with `val_error`; return the rate for the next one."""
+        self.epoch += 1
+        self.lr = self._next_lr(val_error)
+        return self.lr
+
+    def _next_lr(self, val_error: float) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, int | float]:
+        return {k: getattr(self, k) for k in self._state_keys}
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
+        for k in self._state_keys:
+            setattr(self, k, state[k])
+
+
+class Constant(LRSchedule):
+    def _next_lr(self, val_error: float) -> float:
+        return self.base_lr
+
+
+class Step(LRSchedule):
+    """lr(e) = lr * factor ** (e // every): the rate falls at epochs every, 2*every, ..."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        self.every, self.factor = cfg.schedule.every, cfg.schedule.factor
+
+    def _next_lr(self, val_error: float) -> float:
+        return self.base_lr * self.factor ** (self.epoch // self.every)
+
+
+class Cosine(LRSchedule):
+    """lr(e) = min_lr + (lr - min_lr) * (1 + cos(pi * e / epochs)) / 2, for e in 0..epochs.
+
+    As torch's CosineAnnealingLR with T_max = epochs: the last trained epoch (epochs - 1)
+    is one step short of min_lr; past `epochs` the rate stays at min_lr.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        self.epochs, self.min_lr = cfg.epochs, cfg.schedule.min_lr
+
+    def _next_lr(self, val_error: float) -> float:
+        t = min(self.epoch, self.epochs) / self.epochs
+        return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t)) / 2
+
+
+class Plateau(LRSchedule):
+    """The paper's rule: multiply the rate by `factor` when validation error stops improving.
+
+    At the end of each epoch, with `best` the lowest error seen so far (initially +inf):
+
+    - the epoch *improves* if `val_error < best - threshold` (absolute threshold, errors are
+      fractions); then `best = val_error` and `bad_epochs = 0`; otherwise `bad_epochs += 1`
+      (and `best` is kept, so a run of tiny gains still counts as a plateau);
+    - if `bad_epochs > patience` and fewer than `max_drops` drops were made, the rate is
+      multiplied by `factor` and `bad_epochs = 0`, so the new rate gets a fresh `patience`.
+
+    So patience=0 drops after the first epoch without improvement, patience=1 after two in
+    a row. After `max_drops` drops the rate is constant. This is torch's ReduceLROnPlateau
+    with mode="min", threshold_mode="abs", cooldown=0, and a cap on the number of drops.
+    """
+
+    _state_keys = (*LRSchedule._state_keys, "best", "bad_epochs", "drops")
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        self.rule = cfg.schedule
+        self.best = math.inf
+        self.bad_epochs = 0
+        self.drops = 0
+
+    def _next_lr(self, val_error: float) -> float:
+        if val_error < self.best - self.rule.threshold:
+            self.best, self.bad_epochs = float(val_error), 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.rule.patience and self.drops < self.rule.max_drops:
+            self.drops += 1
+            self.bad_epochs = 0
+        return self.base_lr * self.rule.factor**self.drops
+
+
+SCHEDULES: dict[type, type[LRSchedule]] = {
+    PlateauSchedule: Plateau,
+    StepSchedule: Step,
+    CosineSchedule: Cosine,
+    ConstantSchedule: Constant,
+}
+
+
+def make_schedule(cfg: TrainConfig) -> LRSchedule:
+    """The schedule `cfg.schedule` describes, starting at `cfg.lr` for epoch 0."""
+    return SCHEDULES[type(cfg.schedule)](cfg)
+
+
+def apply_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set each group's rate to `lr` times its `lr_mult` (1 where a group has none)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)

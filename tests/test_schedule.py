@@ -1,0 +1,88 @@
+"""Learning-rate schedules: drops where the rule says, formulas, and resumable state."""
+
+from __future__ import annotations
+
+import io
+import math
+import typing
+
+import pytest
+import torch
+
+from netspec import settings
+from netspec.schedule import SCHEDULES, LRSchedule, make_schedule
+from netspec.settings import (
+    ConstantSchedule,
+    CosineSchedule,
+    PlateauSchedule,
+    StepSchedule,
+    TrainConfig,
+)
+
+
+def lrs(schedule: LRSchedule, errors: list[float]) -> list[float]:
+    """The rate for epoch 0, then the rate returned after each epoch's validation error."""
+    return [schedule.lr] + [schedule.step(e) for e in errors]
+
+
+def test_every_schedule_type_in_settings_has_a_class() -> None:
+    (union, *_) = typing.get_args(settings.Schedule)
+    assert set(SCHEDULES) == set(typing.get_args(union))
+
+
+def test_plateau_drops_exactly_where_the_rule_says_and_at_most_max_drops() -> None:
+    rule = PlateauSchedule(factor=0.1, patience=1, max_drops=2, threshold=0.01)
+    s = make_schedule(TrainConfig(lr=0.01, schedule=rule))
+    errors = [0.9, 0.8, 0.795, 0.792, 0.7, 0.71, 0.72, 0.9, 0.9, 0.9, 0.9]
+    #  epoch:  0    1    2      3      4    5     6     7    8    9    10
+    # 2, 3: gains under the threshold are not improvements: two bad epochs > patience -> drop
+    # 5, 6: worse twice -> second drop; 7..10: still worse, but max_drops is reached
+    expected = [0.01] * 4 + [0.001] * 3 + [0.0001] * 5
+    assert lrs(s, errors) == pytest.approx(expected, rel=1e-12)
+    assert (s.drops, s.best, s.epoch) == (2, 0.7, 11)
+
+
+def test_plateau_with_zero_patience_drops_at_the_first_epoch_without_improvement() -> None:
+    rule = PlateauSchedule(factor=0.5, patience=0, max_drops=3, threshold=0.0)
+    s = make_schedule(TrainConfig(lr=1.0, schedule=rule))
+    assert lrs(s, [0.5, 0.4, 0.4, 0.3, 0.35, 0.2, 0.9]) == [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125]
+
+
+def test_step_follows_its_formula() -> None:
+    s = make_schedule(TrainConfig(lr=0.1, schedule=StepSchedule(every=3, factor=0.5)))
+    got = lrs(s, [0.5] * 9)
+    assert got == pytest.approx([0.1 * 0.5 ** (e // 3) for e in range(10)], rel=1e-15)
+    assert got[2:4] == pytest.approx([0.1, 0.05])
+
+
+def test_cosine_follows_its_formula_and_stays_at_min_lr() -> None:
+    cfg = TrainConfig(lr=0.1, epochs=10, schedule=CosineSchedule(min_lr=0.001))
+    got = lrs(make_schedule(cfg), [0.5] * 12)
+    formula = [0.001 + 0.099 * (1 + math.cos(math.pi * min(e, 10) / 10)) / 2 for e in range(13)]
+    assert got == pytest.approx(formula, rel=1e-12)
+    assert (got[0], got[5], got[10], got[12]) == pytest.approx((0.1, 0.0505, 0.001, 0.001))
+
+
+def test_constant_stays() -> None:
+    s = make_schedule(TrainConfig(lr=0.03, schedule=ConstantSchedule()))
+    assert lrs(s, [0.9, 0.1, 0.9]) == [0.03] * 4
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [PlateauSchedule(patience=1, max_drops=3), StepSchedule(every=2), CosineSchedule()],
+)
+def test_state_round_trips_through_weights_only_load_and_continues_identically(rule) -> None:
+    cfg = TrainConfig(lr=0.01, epochs=8, schedule=rule)
+    errors = [0.9, 0.8, 0.8, 0.85, 0.7, 0.7, 0.72, 0.75]
+    first = make_schedule(cfg)
+    lrs(first, errors[:4])
+    state = first.state_dict()
+    assert all(type(v) in (int, float) for v in state.values())
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    resumed = make_schedule(cfg)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed.lr == first.lr and resumed.epoch == 4
+    assert lrs(resumed, errors[4:]) == lrs(first, errors[4:])

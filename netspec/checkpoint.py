@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from netspec.errors import UsageError
 
-class CheckpointError(Exception):
+
+class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded: one line naming the file and the fix."""
 
 

@@ -86,12 +86,6 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
-    p.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="use at most N training images per epoch (quick trials)",
-    )
 
 
 @command("eval", "evaluate a checkpoint on the validation split", "netspec.loop:run_eval")

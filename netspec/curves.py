@@ -1,0 +1,31 @@
+"""curves.png: loss and accuracy against epoch, redrawn after every epoch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def draw_curves(rows: list[dict], path: Path, title: str) -> None:
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    left.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+    left.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    right.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
+    right.plot(epochs, [r["val_top5"] for r in rows], "o-", label="top-5")
+    right.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy", ylim=(0, 1.02))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

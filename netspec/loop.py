@@ -1,0 +1,385 @@
+"""`netspec train` and `netspec eval`: the paper's training loop, top to bottom.
+
+A run folder holds spec.yaml (the resolved spec), metrics.jsonl (one object per epoch),
+last.pt and best.pt (atomic checkpoints) and curves.png. Every epoch is reproducible from
+(seed, epoch) alone — the data order, the augmentation and dropout are reseeded at its start —
+so a resumed run computes exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from netspec import build_graph, compile, load_spec
+from netspec.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from netspec.curves import draw_curves
+from netspec.data import Data, open_data, resolve_data_dir
+from netspec.errors import Problem, SpecError, UsageError
+from netspec.evaluate import evaluate
+from netspec.optim import make_optimizer
+from netspec.progress import Progress
+from netspec.schedule import apply_lr, make_schedule
+from netspec.spec import Spec
+
+
+class Diverged(Exception):
+    """The loss stopped being a finite number; the last good checkpoint is kept."""
+
+
+@dataclass
+class Options:
+    device: torch.device
+    amp: bool
+    channels_last: bool
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available[name]:
+        raise UsageError(f"--device {name}: not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def options_for(spec: Spec, device: torch.device) -> Options:
+    cuda = device.type == "cuda"
+    for flag in ("amp", "channels_last"):
+        if getattr(spec.train, flag) and not cuda:
+            print(
+                f"note: train.{flag} applies on CUDA only; ignored on {device.type}",
+                file=sys.stderr,
+            )
+    return Options(device, spec.train.amp and cuda, spec.train.channels_last and cuda)
+
+
+def check_data_fits(spec: Spec, data: Data, output_units: int) -> None:
+    classes = data.classes
+    if len(classes) != output_units:
+        shown = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
+        raise UsageError(
+            f"{data.train_set.folder} has {len(classes)} classes ({shown}) but the spec's output "
+            f"has {output_units} units: add --set classes={len(classes)}"
+        )
+
+
+def check_sizes(spec: Spec) -> None:
+    """The data section must produce what the input layer expects."""
+    problems = []
+    _, h, w = spec.input
+    if spec.data.crop != h or h != w:
+        problems.append(
+            Problem(
+                spec.where(("data", "crop")),
+                f"data.crop is {spec.data.crop} but the input is "
+                f"{spec.input[0]}×{h}×{w}; crops are square and must match: "
+                f"set data.crop: {h} (and a square input)",
+            )
+        )
+    if spec.data.resize < spec.data.crop:
+        problems.append(
+            Problem(
+                spec.where(("data", "resize")),
+                f"data.resize {spec.data.resize} is smaller than data.crop "
+                f"{spec.data.crop}; crops are cut from the resized image",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed % 2**63, epoch, 7]).generate_state(1, np.uint64)[0])
+
+
+def train_epoch(
+    model: nn.Module, loader, optimizer, scaler, opts: Options, label: str
+) -> dict[str, float]:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    progress = Progress(len(loader), label)
+    total_loss = images = 0.0
+    wait = 0.0
+    start = tick = time.perf_counter()
+    for step, (x, y) in enumerate(loader, 1):
+        wait += time.perf_counter() - tick
+        x, y = x.to(opts.device, non_blocking=True), y.to(opts.device, non_blocking=True)
+        if opts.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(opts.device.type, enabled=opts.amp):
+            loss = loss_fn(model(x), y)
+        value = float(loss)
+        if not math.isfinite(value):
+            progress.close()
+            raise Diverged(f"step {step}: the loss is {value}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += value * len(y)
+        images += len(y)
+        progress.update(int(images), value)
+        tick = time.perf_counter()
+    progress.close()
+    elapsed = time.perf_counter() - start
+    return {
+        "train_loss": total_loss / max(images, 1),
+        "images_per_s": images / elapsed,
+        "data_wait": wait / elapsed,
+    }
+
+
+def _write_lines(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _append_line(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def spec_yaml(spec: Spec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+class Run:
+    """One training run: the model, its optimiser and schedule, the data and the run folder."""
+
+    def __init__(self, spec: Spec, data_root: Path, out: Path, device: torch.device, log=print):
+        check_sizes(spec)
+        graph = build_graph(spec)
+        self.data = open_data(data_root, spec.data)
+        check_data_fits(spec, self.data, graph.nodes[graph.graph["output"]]["shape"][0])
+        self.spec, self.cfg, self.out, self.log = spec, spec.train, out, log
+        self.data_root = data_root
+        self.opts = options_for(spec, device)
+        torch.manual_seed(self.cfg.seed)
+        self.model = compile(spec).to(device)
+        if self.opts.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.schedule = make_schedule(self.cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.opts.amp)
+        self.metrics = out / "metrics.jsonl"
+        self.epoch, self.best, self.rows = 0, -1.0, []
+
+    def start(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "spec.yaml").write_text(spec_yaml(self.spec))
+        _write_lines(self.metrics, [])
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.out / "last.pt")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.best = state["epoch"], state["best_top1"]
+        rows = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+        self.rows = [r for r in rows if r["epoch"] <= self.epoch]
+        _write_lines(self.metrics, self.rows)  # drop an epoch logged after the last checkpoint
+        self.log(f"resuming {self.out} after epoch {self.epoch} of {self.cfg.epochs}")
+
+    def run(self) -> list[dict]:
+        apply_lr(self.optimizer, self.schedule.lr)
+        d = self.data
+        self.log(
+            f"training {self.spec.name} on {self.data_root} ({len(d.train_set)} train, "
+            f"{len(d.val_set)} val images, {len(d.classes)} classes) on "
+            f"{self.opts.device.type}; run folder {self.out}"
+        )
+        try:
+            while self.epoch < self.cfg.epochs:
+                self.run_epoch()
+        except KeyboardInterrupt:
+            # last.pt stays the resume point; keep the unfinished epoch's weights beside it
+            save_checkpoint(
+                self.out / "interrupted.pt",
+                {
+                    "model": self.model.state_dict(),
+                    "epoch": self.epoch,
+                    "spec": spec_yaml(self.spec),
+                },
+            )
+            raise
+        return self.rows
+
+    def run_epoch(self) -> None:
+        cfg, epoch = self.cfg, self.epoch
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout draws, reproducible per epoch
+        lr = self.schedule.lr
+        began = time.perf_counter()
+        loader = self.data.train_loader(cfg.batch_size, cfg.seed, epoch)
+        try:
+            stats = train_epoch(
+                self.model,
+                loader,
+                self.optimizer,
+                self.scaler,
+                self.opts,
+                f"epoch {epoch + 1}/{cfg.epochs}",
+            )
+        except Diverged as exc:
+            kept = f"{self.out / 'last.pt'} (epoch {epoch})" if epoch else "none yet"
+            raise Diverged(
+                f"epoch {epoch + 1}, {exc}; stopped. Last good checkpoint: {kept}. "
+                f"Try a lower learning rate, e.g. --set train.lr={cfg.lr / 10:g}"
+            ) from None
+        val = evaluate(
+            self.model,
+            self.data.val_loader(cfg.batch_size),
+            self.opts.device,
+            self.opts.channels_last,
+        )
+        self.schedule.step(1.0 - val["val_top1"])
+        apply_lr(self.optimizer, self.schedule.lr)
+        row = {"epoch": epoch + 1, "lr": lr, **stats, **val, "seconds": time.perf_counter() - began}
+        self.rows.append(row)
+        _append_line(self.metrics, row)
+        self.epoch += 1
+        self.save(row)
+        draw_curves(
+            self.rows, self.out / "curves.png", f"{self.spec.name} on {self.data_root.name}"
+        )
+        self.log(
+            f"epoch {row['epoch']}/{cfg.epochs}  lr {lr:.4g}  "
+            f"train loss {row['train_loss']:.4f}  val loss {val['val_loss']:.4f}  "
+            f"top-1 {val['val_top1']:.2%}  top-5 {val['val_top5']:.2%}  "
+            f"{row['images_per_s']:.0f} img/s  data wait {row['data_wait']:.0%}  "
+            f"{row['seconds']:.1f}s"
+        )
+
+    def save(self, row: dict) -> None:
+        improved = row["val_top1"] > self.best
+        self.best = max(self.best, row["val_top1"])
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "best_top1": self.best,
+            "rng": rng_state(),
+            "spec": spec_yaml(self.spec),
+            "metrics": row,
+        }
+        save_checkpoint(self.out / "last.pt", payload)
+        if improved:
+            save_checkpoint(self.out / "best.pt", payload)
+
+
+def train(
+    spec: Spec,
+    data_root: Path,
+    out: Path,
+    device: torch.device | str = "cpu",
+    resume: bool = False,
+    log=print,
+) -> list[dict]:
+    """Train `spec` on the image folder `data_root`, writing the run into `out`."""
+    run = Run(spec, data_root, out, torch.device(device), log)
+    if resume:
+        run.resume()
+    else:
+        run.start()
+    return run.run()
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    flags = {"epochs": "train.epochs", "batch_size": "train.batch_size", "workers": "data.workers"}
+    return [
+        f"{key}={getattr(args, name)}"
+        for name, key in flags.items()
+        if getattr(args, name, None) is not None
+    ]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = [*args.overrides, *_flag_overrides(args)]
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / "last.pt").is_file() or not (out / "spec.yaml").is_file():
+            raise UsageError(
+                f"--resume {out}: no run there (it needs last.pt and spec.yaml); "
+                "start a new run with --out"
+            )
+        spec = load_spec(out / "spec.yaml", overrides)
+    else:
+        spec = load_spec(args.spec, overrides)
+        out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (out / "last.pt").exists():
+            raise UsageError(
+                f"--out {out} already holds a run; continue it with --resume {out} "
+                "or choose another --out"
+            )
+    device = pick_device(args.device)
+    root = resolve_data_dir(args.data)
+    try:
+        train(spec, root, out, device, resume=bool(args.resume))
+    except Diverged as exc:
+        print(f"netspec train: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\nnetspec train: interrupted; {out / 'last.pt'} holds the last finished epoch: "
+            f"continue with --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    overrides = [*args.overrides, *_flag_overrides(args)]
+    if args.ten_crop:
+        overrides.append("data.ten_crop=true")
+    spec = load_spec(args.spec, overrides)
+    check_sizes(spec)
+    state = load_checkpoint(Path(args.checkpoint))
+    device = pick_device(args.device)
+    model = compile(spec)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[1 if "\n" in str(exc) else 0].strip()
+        raise UsageError(f"{args.checkpoint} does not fit {args.spec}: {first}") from None
+    model.to(device)
+    data = open_data(resolve_data_dir(args.data), spec.data)
+    graph = build_graph(spec)
+    check_data_fits(spec, data, graph.nodes[graph.graph["output"]]["shape"][0])
+    val = evaluate(model, data.val_loader(spec.train.batch_size), device)
+    crops = "ten crops" if spec.data.ten_crop else "centre crop"
+    print(
+        f"{len(data.val_set)} images, {crops}: loss {val['val_loss']:.4f}  "
+        f"top-1 {val['val_top1']:.2%}  top-5 {val['val_top5']:.2%}"
+    )
+    print(json.dumps(val))
+    return 0

@@ -44,6 +44,7 @@ from netspec.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitted
+UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
 class DataError(Exception):
@@ -125,10 +126,9 @@ def fit_split_stats(split: ImageSplit, limit: int, cache_dir: Path) -> Stats:
     folder, the resize and each chosen file's name, size and mtime: any change refits.
     Fitting reads every chosen image, so a corrupt one fails here, before training starts."""
     n = len(split.samples)
-    chosen = [split.samples[i * n // limit][0] for i in range(min(n, limit))]
-    files = [
-        [str(p.relative_to(split.folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in chosen
-    ]
+    k = min(n, limit)
+    chosen = [split.samples[i * n // k][0] for i in range(k)]
+    files = [_file_id(p, split.folder) for p in chosen]
     key_data = [STATS_VERSION, str(split.folder.resolve()), split.resize, files]
     key = hashlib.sha256(json.dumps(key_data).encode()).hexdigest()
     path = Path(cache_dir) / f"stats-{key[:16]}.pt"
@@ -136,17 +136,21 @@ def fit_split_stats(split: ImageSplit, limit: int, cache_dir: Path) -> Stats:
         saved = torch.load(path, weights_only=True)
         if saved["key"] == key:
             return Stats(saved["mean"], saved["eigvals"], saved["eigvecs"])
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError):
+    except UNREADABLE_CACHE:
         pass  # missing or damaged: refit
     stats = fit_stats(load_image(p, split.resize) for p in chosen)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=path.parent)
-    os.close(fd)
-    torch.save(
-        {"key": key, "mean": stats.mean, "eigvals": stats.eigvals, "eigvecs": stats.eigvecs}, tmp
-    )
+    with os.fdopen(fd, "wb") as f:
+        saved = {"key": key, "mean": stats.mean, "eigvals": stats.eigvals, "eigvecs": stats.eigvecs}
+        torch.save(saved, f)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     return stats
+
+
+def _file_id(path: Path, folder: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns
 
 
 def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:

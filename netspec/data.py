@@ -48,7 +48,12 @@ UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickl
 
 
 class DataError(Exception):
-    """A mistake in the user's data folder; `str()` is one line naming the path and the fix."""
+    """A mistake in the user's data folder; `str()` is one line naming the path and the fix.
+
+    Raised from a DataLoader worker, it comes back inside a frame <-> exception cycle that
+    holds the loader iterator: a caller that catches it and carries on should call
+    `traceback.clear_frames(err.__traceback__)`, or the workers linger 5 s each at the next gc.
+    """
 
     def __init__(self, message: str) -> None:
         # A DataLoader re-raises a worker's exception as DataError(<whole traceback text>),

@@ -1,0 +1,286 @@
+"""Image folders, their errors, cached statistics, loader seeding, and the built-in `shapes`."""
+
+import os
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import netspec.data
+import netspec.shapes_data
+from netspec.augment import TrainTransform
+from netspec.data import DataError, make_loaders, open_data, open_split, resolve_data_dir
+from netspec.settings import DataConfig
+from netspec.shapes_data import CLASSES, ensure_shapes
+
+
+def write_image(path: Path, seed: int, size=(12, 10), suffix_format="PNG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=suffix_format)
+
+
+def make_folder(root: Path, per_class=(3, 2), same_image=False) -> Path:
+    for split, count in zip(["train", "val"], per_class, strict=True):
+        for c, name in enumerate(["cat", "dog"]):
+            for i in range(count):
+                write_image(root / split / name / f"{i}.png", 0 if same_image else 100 * c + i)
+    return root
+
+
+def small_cfg(**kw) -> DataConfig:
+    return DataConfig(**{"resize": 8, "crop": 6, "workers": 0, **kw})
+
+
+def one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg
+
+
+# --- bad folders -------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(DataError) as err:
+        open_split(missing, "train")
+    msg = one_line_naming(err, missing)
+    assert f"expected {missing}/train/<class>/*.png|jpg and {missing}/val/" in msg
+
+
+def test_missing_split(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError) as err:
+        open_split(tmp_path, "val")
+    assert "not found" in one_line_naming(err, tmp_path / "val")
+
+
+def test_no_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "stray.png").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        open_split(tmp_path, "train")
+    assert "has no class folders" in one_line_naming(err, tmp_path / "train")
+
+
+def test_class_without_images(tmp_path):
+    write_image(tmp_path / "train" / "cat" / "a.png", 0)
+    (tmp_path / "train" / "dog").mkdir()
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError) as err:
+        open_split(tmp_path, "train")
+    assert "has no images" in one_line_naming(err, tmp_path / "train" / "dog")
+
+
+def test_train_and_val_classes_must_match(tmp_path):
+    make_folder(tmp_path)
+    write_image(tmp_path / "val" / "emu" / "0.png", 9)
+    with pytest.raises(DataError) as err:
+        open_data(tmp_path, small_cfg(), tmp_path / "cache")
+    assert "only in train: -; only in val: emu" in one_line_naming(err, tmp_path / "val")
+
+
+def test_corrupt_image_found_eagerly_when_fitting_stats(tmp_path):
+    bad = make_folder(tmp_path) / "train" / "dog" / "x.png"
+    bad.write_bytes(b"\x89PNG garbage, not an image")
+    with pytest.raises(DataError) as err:
+        open_data(tmp_path, small_cfg(), tmp_path / "cache")
+    assert "cannot read image" in one_line_naming(err, bad)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_image_found_lazily_when_loading(tmp_path, workers):
+    bad = make_folder(tmp_path) / "val" / "cat" / "x.png"
+    bad.write_bytes(b"garbage")
+    train, val, _ = make_loaders(tmp_path, small_cfg(workers=workers), 2, 0, 0, tmp_path / "c")
+    assert len(list(train)) == 3  # 6 good training images
+    with pytest.raises(DataError) as err:
+        list(val)
+    one_line_naming(err, bad)  # one line even when re-raised from a worker process
+    # torch's re-raise leaves a frame <-> exception cycle holding the loader iterator; if gc
+    # (not refcounting) frees it, its workers miss the stop signal and cost 5 s each.
+    traceback.clear_frames(err.tb)
+
+
+def test_jpeg_png_any_case_and_dotfiles_ignored(tmp_path):
+    write_image(tmp_path / "train" / "cat" / "A.JPG", 1, suffix_format="JPEG")
+    write_image(tmp_path / "train" / "cat" / "b.Png", 2)
+    write_image(tmp_path / "train" / "cat" / "deep" / "c.jpeg", 3, suffix_format="JPEG")
+    (tmp_path / "train" / "cat" / "._A.JPG").write_bytes(b"macOS resource fork")
+    split = open_split(tmp_path, "train", resize=8)
+    assert [p.name for p, _ in split.samples] == ["A.JPG", "b.Png", "c.jpeg"]
+    assert [split[i][0].shape for i in range(3)] == [(3, 8, 8)] * 3
+
+
+def test_resolve_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setattr(netspec.data, "ensure_shapes", lambda: tmp_path / "built-in")
+    assert resolve_data_dir("shapes") == tmp_path / "built-in"
+    assert resolve_data_dir("some/dir") == Path("some/dir")
+    assert resolve_data_dir("~/pics") == Path.home() / "pics"
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def test_stats_fitted_from_the_images_and_cached(tmp_path, monkeypatch):
+    make_folder(tmp_path / "d")
+    data = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
+    imgs = [
+        np.asarray(Image.open(p).resize((10, 8), Image.Resampling.BILINEAR).crop((1, 0, 9, 8)))
+        for p, _ in data.train_set.samples
+    ]
+    want = np.stack(imgs).astype(np.float64).mean(0).transpose(2, 0, 1) / 255
+    np.testing.assert_allclose(data.stats.mean.numpy(), want, atol=1e-6)
+    assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 1
+
+    def refit(_):
+        raise AssertionError("refitted although cached")
+
+    monkeypatch.setattr(netspec.data, "fit_stats", refit)
+    again = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
+    assert torch.equal(again.stats.mean, data.stats.mean)
+    assert torch.equal(again.stats.eigvecs, data.stats.eigvecs)
+    monkeypatch.undo()
+    open_data(tmp_path / "d", small_cfg(resize=7), tmp_path / "cache")  # new resize: new key
+    write_image(tmp_path / "d" / "train" / "cat" / "0.png", 55)  # changed file: new key
+    changed = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 3
+    assert not torch.equal(changed.stats.mean, data.stats.mean)
+
+
+def test_no_stats_needed_without_mean_and_dataset_pca(tmp_path):
+    make_folder(tmp_path / "d")
+    data = open_data(tmp_path / "d", small_cfg(mean="none", pca="imagenet"), tmp_path / "c")
+    assert data.stats is None
+    assert not (tmp_path / "c").exists()
+
+
+def test_stats_images_limits_the_images_read(tmp_path):
+    make_folder(tmp_path / "d")
+    bad = tmp_path / "d" / "train" / "dog" / "2.png"  # last image: not among 3 evenly spread
+    bad.write_bytes(b"garbage")
+    data = open_data(tmp_path / "d", small_cfg(stats_images=3), tmp_path / "c")
+    assert data.stats is not None  # fitted on images 0, 2 and 4 only
+
+
+# --- loaders and seeding -------------------------------------------------------------------
+
+
+def epoch_batches(root: Path, cfg: DataConfig, seed: int, epoch: int) -> list:
+    train, _, _ = make_loaders(root, cfg, 1, seed, epoch, root / "cache")
+    return [(x.clone(), y.clone()) for x, y in train]
+
+
+def test_loader_shapes_and_classes(tmp_path):
+    make_folder(tmp_path)
+    cfg = small_cfg(ten_crop=True, workers=2)
+    train, val, classes = make_loaders(tmp_path, cfg, 4, 0, 0, tmp_path / "c")
+    assert classes == ["cat", "dog"]
+    x, y = next(iter(train))
+    assert x.shape == (4, 3, 6, 6) and x.dtype == torch.float32
+    assert sorted(torch.cat([b[1] for b in train]).tolist()) == [0, 0, 0, 1, 1, 1]
+    x, y = next(iter(val))
+    assert x.shape == (4, 10, 3, 6, 6)
+    assert y.tolist() == [0, 0, 1, 1]
+    assert not train.persistent_workers and train.num_workers == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_and_epoch_reproduce_the_batches(tmp_path, workers):
+    make_folder(tmp_path)
+    cfg = small_cfg(workers=workers)
+    first = epoch_batches(tmp_path, cfg, 1, 3)
+    again = epoch_batches(tmp_path, cfg, 1, 3)
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(first, again, strict=True)
+    )
+    other = epoch_batches(tmp_path, cfg, 1, 4)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+
+def test_two_workers_draw_different_crops_and_noise(tmp_path):
+    make_folder(tmp_path, same_image=True)  # every image identical: only augmentation differs
+    cfg = small_cfg(workers=2, pca="imagenet", mean="none")
+    outputs = [x for x, _ in epoch_batches(tmp_path, cfg, 0, 0)]
+    assert len(outputs) == 6  # batches alternate between worker 0 and worker 1
+    for i in range(6):
+        for j in range(i):
+            assert not torch.equal(outputs[i], outputs[j]), (i, j)
+
+    # Control: without seed_worker both workers copy one generator and repeat each other.
+    data = open_data(tmp_path, cfg)
+    unseeded = DataLoader(data.train_set, 1, num_workers=2, worker_init_fn=None)
+    first, second, *_ = (x for x, _ in unseeded)
+    assert torch.equal(first, second)
+    assert isinstance(data.train_set.transform, TrainTransform)
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+
+def shapes_pixels(folder: Path) -> dict[str, np.ndarray]:
+    return {
+        str(p.relative_to(folder)): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))
+    }
+
+
+def test_shapes_is_deterministic_complete_and_cached(tmp_path):
+    a = ensure_shapes(tmp_path / "a", seed=3, size=32, train_per_class=2, val_per_class=1)
+    b = ensure_shapes(tmp_path / "b", seed=3, size=32, train_per_class=2, val_per_class=1)
+    pa, pb = shapes_pixels(a), shapes_pixels(b)
+    assert len(pa) == 3 * len(CLASSES) and len(CLASSES) >= 10
+    assert pa.keys() == pb.keys()
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert all(v.shape == (32, 32, 3) for v in pa.values())
+    assert open_split(a, "train").classes == open_split(a, "val").classes == sorted(CLASSES)
+
+    other = ensure_shapes(tmp_path / "a", seed=4, size=32, train_per_class=2, val_per_class=1)
+    assert other != a
+    assert not np.array_equal(
+        shapes_pixels(other)["train/star/0000.png"], pa["train/star/0000.png"]
+    )
+
+    stamp = a / "train" / "star" / "0000.png"
+    os.utime(stamp, ns=(1, 1))
+    assert ensure_shapes(tmp_path / "a", seed=3, size=32, train_per_class=2, val_per_class=1) == a
+    assert stamp.stat().st_mtime_ns == 1  # not regenerated
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted([a.name, other.name])
+
+
+def test_shapes_crash_leaves_no_half_data_set(tmp_path, monkeypatch):
+    calls = []
+
+    def crash(name, rng, size):
+        calls.append(name)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return Image.new("RGB", (size, size))
+
+    monkeypatch.setattr(netspec.shapes_data, "draw_image", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_shapes(tmp_path, size=8, train_per_class=1, val_per_class=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shapes_default_cache_is_netspec_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path))
+    folder = ensure_shapes(size=8, train_per_class=1, val_per_class=1)
+    assert folder.parent == tmp_path
+    assert folder.name == "shapes-v1-seed0-8px-1+1"
+
+
+def test_damaged_stats_cache_is_refitted(tmp_path):
+    make_folder(tmp_path / "d")
+    first = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("stats-*.pt")
+    cached.write_bytes(b"half a file")
+    again = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
+    assert torch.equal(again.stats.mean, first.stats.mean)
+    assert torch.load(cached, weights_only=True)["mean"].shape == (3, 8, 8)

@@ -39,6 +39,7 @@ from netspec.augment import (
     seed_worker,
     to_tensor,
 )
+from netspec.errors import UsageError
 from netspec.settings import DataConfig
 from netspec.shapes_data import cache_root, ensure_shapes
 
@@ -47,7 +48,7 @@ STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitt
 UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A mistake in the user's data folder; `str()` is one line naming the path and the fix.
 
     Raised from a DataLoader worker, it comes back inside a frame <-> exception cycle that

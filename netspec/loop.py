@@ -128,7 +128,7 @@ def train_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(opts.device.type, enabled=opts.amp):
             loss = loss_fn(model(x), y)
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             progress.close()
             raise Diverged(f"step {step}: the loss is {value}")

@@ -165,7 +165,7 @@ def to_dot(graph: nx.DiGraph, rankdir: str = "TB", compact: bool = False) -> str
     return "\n".join([*lines, *(f"  {e}" for e in edges), "}", ""])
 
 
-def _edges(graph: nx.DiGraph, tail_head: str, src: str, dst: str) -> list[str]:
+def _edges(graph: nx.DiGraph, drawn_src: str, src: str, dst: str) -> list[str]:
     """DOT edges for the graph edge src → dst, drawn from the node that shows `src`.
 
     Within one group a layer reads its own group's tensor; a layer that reads every group's
@@ -183,7 +183,7 @@ def _edges(graph: nx.DiGraph, tail_head: str, src: str, dst: str) -> list[str]:
         if a and b and a != b:
             attrs |= S.CROSS
         out.append(
-            f"{_quote(_node_id(tail_head, a))} -> {_quote(_node_id(dst, b))} {_attrs(**attrs)};"
+            f"{_quote(_node_id(drawn_src, a))} -> {_quote(_node_id(dst, b))} {_attrs(**attrs)};"
         )
     return out
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -87,10 +89,6 @@ def _conv(node: dict[str, Any], towers: int) -> str:
     return " · ".join(parts)
 
 
-def _linear(node: dict[str, Any], towers: int) -> str:
-    return _count(node, towers)
-
-
 def _pool(node: dict[str, Any], towers: int) -> str:
     layer = node["layer"]
     parts = [_window(layer.kernel, layer.stride or layer.kernel), *_padding(layer.padding)]
@@ -104,7 +102,7 @@ def _none(node: dict[str, Any], towers: int) -> str:
 DESCRIBE: dict[str, Describe] = {
     "input": lambda node, towers: "×".join(map(str, node["shape"])),
     "conv": _conv,
-    "linear": _linear,
+    "linear": _count,
     "relu": _none,
     "tanh": _none,
     "lrn": lambda node, towers: f"size {node['layer'].size}",
@@ -126,7 +124,7 @@ def summary(name: str, node: dict[str, Any], towers: int) -> str:
     return f"<B>{html.escape(name)}</B> {html.escape(detail)}".rstrip()
 
 
-def title(graph: Any, kinds: list[Kind], cross: bool) -> str:
+def title(graph: nx.DiGraph, kinds: list[Kind], cross: bool) -> str:
     """The name, the totals and the key, as an HTML-like label (escaped)."""
     g = graph.graph
     facts = [f"input {'×'.join(map(str, g['input']))}"]

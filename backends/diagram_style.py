@@ -1,0 +1,159 @@
+"""How a layer looks in a diagram: a colour by kind, and the key parameters in its label.
+
+Both are registries keyed by the spec's layer `type` (plus `input`), so that a new layer type
+is one entry here, never an `if type == …` chain in the drawing code; a test checks that every
+type of the spec language has both.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class Kind:
+    legend: str  # what the legend calls this kind of layer
+    fill: str
+
+
+INPUT = Kind("input", "#e6e6e6")
+CONV = Kind("convolution", "#8fbfe0")
+LINEAR = Kind("fully connected", "#f6c177")
+ACTIVATION = Kind("activation", "#cfe8c6")
+NORM = Kind("normalisation", "#dccbf0")
+POOL = Kind("pooling", "#f4c6cf")
+DROPOUT = Kind("dropout", "#f2f2f2")
+RESHAPE = Kind("reshape · join", "#fffbe0")
+
+KINDS: dict[str, Kind] = {
+    "input": INPUT,
+    "conv": CONV,
+    "linear": LINEAR,
+    "relu": ACTIVATION,
+    "tanh": ACTIVATION,
+    "lrn": NORM,
+    "batchnorm": NORM,
+    "maxpool": POOL,
+    "avgpool": POOL,
+    "adaptive_avgpool": POOL,
+    "dropout": DROPOUT,
+    "flatten": RESHAPE,
+    "concat": RESHAPE,
+    "add": RESHAPE,
+}
+CROSS_COLOUR = "#d1495b"
+FONT = "Helvetica"
+
+# Graphviz attributes, as DOT writes them; `newrank` lets ranks line up across clusters.
+GRAPH = {"labelloc": "t", "labeljust": "l", "fontname": FONT, "newrank": "true"}
+GRAPH |= {"nodesep": "0.25", "ranksep": "0.3"}
+NODE = {"shape": "box", "style": "rounded,filled", "fontname": FONT, "fontsize": "11"}
+NODE |= {"color": "#707070", "margin": "0.12,0.04", "height": "0.3"}
+EDGE = {"fontname": FONT, "fontsize": "9", "fontcolor": "#505050", "color": "#606060"}
+EDGE |= {"arrowsize": "0.6"}
+CLUSTER = {"labeljust": "c", "style": "rounded,dashed", "color": "#9a9a9a"}
+# `class` is what an SVG's styling (and the tests) can find cross-tower edges by.
+CROSS = {"class": "cross", "color": CROSS_COLOUR, "penwidth": "1.3"}
+
+# A node of the graph (its attribute dict) and how many towers share it → its key parameters.
+Describe = Callable[[dict[str, Any], int], str]
+
+
+def _pair(p: tuple[int, int]) -> str:
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}×{p[1]}"
+
+
+def _window(kernel: tuple[int, int], stride: tuple[int, int]) -> str:
+    text = f"{kernel[0]}×{kernel[1]}"
+    return text if stride == (1, 1) else f"{text}/{_pair(stride)}"
+
+
+def _padding(padding: tuple[int, int]) -> list[str]:
+    return [f"pad {_pair(padding)}"] if any(padding) else []
+
+
+def _count(node: dict[str, Any], towers: int) -> str:
+    """Output channels or units, read off the graph's shape; a tower holds an equal share."""
+    total = node["shape"][0]
+    return f"{total // towers} of {total}" if towers > 1 else str(total)
+
+
+def _conv(node: dict[str, Any], towers: int) -> str:
+    layer = node["layer"]
+    parts = [_window(layer.kernel, layer.stride), _count(node, towers), *_padding(layer.padding)]
+    return " · ".join(parts)
+
+
+def _pool(node: dict[str, Any], towers: int) -> str:
+    layer = node["layer"]
+    parts = [_window(layer.kernel, layer.stride or layer.kernel), *_padding(layer.padding)]
+    return " · ".join(parts + (["ceil"] if layer.ceil else []))
+
+
+def _none(node: dict[str, Any], towers: int) -> str:
+    return ""
+
+
+DESCRIBE: dict[str, Describe] = {
+    "input": lambda node, towers: "×".join(map(str, node["shape"])),
+    "conv": _conv,
+    "linear": _count,
+    "relu": _none,
+    "tanh": _none,
+    "lrn": lambda node, towers: f"size {node['layer'].size}",
+    "batchnorm": _none,
+    "maxpool": _pool,
+    "avgpool": _pool,
+    "adaptive_avgpool": lambda node, towers: "to {}×{}".format(*node["layer"].output_size),
+    "dropout": lambda node, towers: f"p {node['layer'].p:g}",
+    "flatten": _none,
+    "concat": _none,
+    "add": _none,
+}
+
+
+def summary(name: str, node: dict[str, Any], towers: int) -> str:
+    """`conv2`, its type and key parameters, as HTML-like label text (escaped)."""
+    kind = node["type"] if node["type"] != name else ""
+    detail = " ".join(p for p in (kind, DESCRIBE[node["type"]](node, towers)) if p)
+    return f"<B>{html.escape(name)}</B> {html.escape(detail)}".rstrip()
+
+
+def title(graph: nx.DiGraph, kinds: list[Kind], cross: bool) -> str:
+    """The name, the totals and the key, as an HTML-like label (escaped)."""
+    g = graph.graph
+    facts = [f"input {'×'.join(map(str, g['input']))}"]
+    if len(g["device_groups"]) > 1:
+        facts.append(f"device groups {', '.join(g['device_groups'])}")
+    facts += [f"{g['params']:,} parameters", f"{g['macs']:,} MACs"]
+    rows = [
+        f'<FONT POINT-SIZE="18"><B>{html.escape(g["name"])}</B></FONT>',
+        html.escape(" · ".join(facts)),
+        _legend(kinds, cross),
+    ]
+    cells = "".join(f'<TR><TD ALIGN="LEFT">{row}</TD></TR>' for row in rows)
+    return f'<TABLE BORDER="0" CELLSPACING="2">{cells}</TABLE>'
+
+
+def _legend(kinds: list[Kind], cross: bool) -> str:
+    """A key: a swatch and a name per kind drawn, then the colour of cross-tower edges.
+
+    Swatches are fixed-size cells because graphviz stretches a nested table's cells to fill
+    the title's width; fixed swatches and left-aligned names stay readable when it does.
+    """
+    cells = [
+        f'<TD BGCOLOR="{k.fill}" COLOR="#707070" BORDER="1" FIXEDSIZE="TRUE" WIDTH="18" '
+        f'HEIGHT="12"></TD><TD ALIGN="LEFT">{html.escape(k.legend)}</TD>'
+        for k in kinds
+    ]
+    if cross:
+        cells.append(
+            f'<TD><FONT COLOR="{CROSS_COLOUR}"><B>⟶</B></FONT></TD>'
+            f'<TD ALIGN="LEFT"><FONT COLOR="{CROSS_COLOUR}">crosses device groups</FONT></TD>'
+        )
+    return f'<TABLE BORDER="0" CELLSPACING="3"><TR>{"".join(cells)}</TR></TABLE>'

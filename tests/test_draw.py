@@ -1,0 +1,323 @@
+"""`netspec draw`: the DOT text is parsed back and its structure checked against the graph."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from backends import diagram, diagram_style
+from netspec import build_graph, load_spec
+from netspec.cli import main
+from netspec.layers import LAYER_TYPES
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "specs" / "alexnet.yaml"
+TORCHVISION = ROOT / "specs" / "torchvision-alexnet.yaml"
+DOT = shutil.which("dot")
+
+
+# A parser for the subset of DOT that `to_dot` writes: statements, attribute lists, subgraphs.
+TOKEN = re.compile(
+    r"""\s+|//[^\n]*|/\*.*?\*/
+    |(?P<string>"(?:[^"\\]|\\.)*")
+    |(?P<html><)
+    |(?P<punct>->|[{}\[\]=;,])
+    |(?P<id>[\w.]+)""",
+    re.X | re.S,
+)
+
+
+def tokens(text: str) -> list[tuple[str, str]]:
+    """(kind, text) pairs; a quoted string or an HTML label is one `id` token, unwrapped."""
+    out, pos = [], 0
+    while pos < len(text):
+        m = TOKEN.match(text, pos)
+        assert m, f"cannot read DOT at {text[pos : pos + 40]!r}"
+        if m["html"]:
+            depth, end = 0, pos
+            while True:
+                depth += {"<": 1, ">": -1}.get(text[end], 0)
+                end += 1
+                if depth == 0:
+                    break
+            out.append(("id", text[pos + 1 : end - 1]))
+            pos = end
+            continue
+        if m["string"]:
+            out.append(("id", re.sub(r"\\(.)", r"\1", m["string"][1:-1])))
+        elif m["punct"]:
+            out.append(("punct", m["punct"]))
+        elif m["id"]:
+            out.append(("id", m["id"]))
+        pos = m.end()
+    return out
+
+
+@dataclass
+class Dot:
+    name: str = ""
+    attrs: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    edges: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    clusters: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
+
+
+def parse_dot(text: str) -> Dot:
+    toks = tokens(text)
+    dot = Dot()
+
+    def take(expected: str | None = None) -> str:
+        _, value = toks.pop(0)
+        assert expected is None or value == expected, f"expected {expected}, got {value}"
+        return value
+
+    def attr_list() -> dict[str, str]:
+        attrs: dict[str, str] = {}
+        if toks and toks[0] == ("punct", "["):
+            take("[")
+            while toks[0] != ("punct", "]"):
+                key = take()
+                take("=")
+                attrs[key] = take()
+                if toks[0][1] in ",;":
+                    take()
+            take("]")
+        return attrs
+
+    def statements(attrs: dict[str, str], members: list[str]) -> None:
+        take("{")
+        while toks[0] != ("punct", "}"):
+            word = take()
+            if word in ("graph", "node", "edge"):
+                found = attr_list()
+                if word == "graph":
+                    attrs.update(found)
+            elif word == "subgraph":
+                name = take()
+                inner: tuple[dict[str, str], list[str]] = ({}, [])
+                statements(*inner)
+                dot.clusters[name] = inner
+            elif toks[0] == ("punct", "->"):
+                take("->")
+                target = take()
+                dot.edges.append((word, target, attr_list()))
+            else:
+                dot.nodes[word] = attr_list()
+                members.append(word)
+            if toks[0] == ("punct", ";"):
+                take(";")
+        take("}")
+
+    take("digraph")
+    dot.name = take()
+    statements(dot.attrs, [])
+    assert not toks
+    return dot
+
+
+def draw(spec: Path = PAPER, **kwargs) -> tuple[Dot, object]:
+    graph = build_graph(load_spec(spec))
+    return parse_dot(diagram.to_dot(graph, **kwargs)), graph
+
+
+def layer(node_id: str) -> str:
+    return node_id.partition("@")[0]
+
+
+def text(label: str) -> str:
+    """An HTML-like label as plain text."""
+    return html.unescape(re.sub(r"<[^>]*>", " ", label))
+
+
+def expected_shape(graph, src: str, dst: str) -> str:
+    """The graph's edge shape, per tower (channels divided) where the tensor is split."""
+    shape = graph.edges[src, dst]["shape"]
+    if graph.nodes[src]["split"] and len(graph.graph["device_groups"]) > 1:
+        shape = (shape[0] // len(graph.graph["device_groups"]), *shape[1:])
+    return "×".join(map(str, shape))
+
+
+def test_every_layer_type_has_a_style_and_a_description():
+    types = {*LAYER_TYPES, "input"}
+    assert set(diagram_style.KINDS) == types
+    assert set(diagram_style.DESCRIBE) == types
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_one_cluster_per_device_group(compact):
+    dot, _ = draw(compact=compact)
+    assert {name: attrs["label"] for name, (attrs, _) in dot.clusters.items()} == {
+        "cluster_gpu0": "gpu0",
+        "cluster_gpu1": "gpu1",
+    }
+    for name, (_, members) in dot.clusters.items():
+        group = name.removeprefix("cluster_")
+        assert members and all(m.endswith(f"@{group}") for m in members)
+    inside = {m for _, members in dot.clusters.values() for m in members}
+    assert set(dot.nodes) - inside == {"input"}  # the one tensor every group shares
+
+
+@pytest.mark.parametrize("spec", [PAPER, TORCHVISION])
+@pytest.mark.parametrize("compact", [False, True])
+def test_every_spec_layer_is_drawn(spec, compact):
+    dot, graph = draw(spec, compact=compact)
+    words = set(" ".join(text(a["label"]) for a in dot.nodes.values()).split())
+    assert set(graph.nodes) <= words
+    heads = {layer(n) for n in dot.nodes}
+    if compact:
+        assert heads < set(graph.nodes)
+    else:
+        assert heads == set(graph.nodes)
+
+
+def test_compact_folds_what_follows_a_weight_layer():
+    dot, _ = draw(compact=True)
+    weights = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    assert {layer(n) for n in dot.nodes} == {"input", *weights}
+    label = text(dot.nodes["conv1@gpu0"]["label"]).split()
+    chain = ["conv1", "relu1", "norm1", "pool1"]
+    assert [w for w in label if w in chain] == chain
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_cross_tower_edges_are_exactly_into_the_all_connected_layers(compact):
+    dot, _ = draw(compact=compact)
+    cross = [(a, b) for a, b, attrs in dot.edges if attrs.get("class") == "cross"]
+    assert {layer(b) for _, b in cross} == {"conv3", "fc6", "fc7", "fc8"}
+    assert all(a.partition("@")[2] != b.partition("@")[2] for a, b in cross)
+    assert len(cross) == 4 * 2  # both directions between the two towers
+    within = [(a, b) for a, b, attrs in dot.edges if "class" not in attrs and "@" in a]
+    assert all(a.partition("@")[2] == b.partition("@")[2] for a, b in within)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_net_without_groups_is_one_column(compact):
+    dot, _ = draw(TORCHVISION, compact=compact)
+    assert not dot.clusters
+    assert not any("@" in n for n in dot.nodes)
+    assert not any("class" in attrs for _, _, attrs in dot.edges)
+    assert all(sum(a == n for a, _, _ in dot.edges) <= 1 for n in dot.nodes)
+
+
+@pytest.mark.parametrize("spec", [PAPER, TORCHVISION])
+def test_edge_shapes_are_the_graphs(spec):
+    dot, graph = draw(spec)
+    assert {(layer(a), layer(b)) for a, b, _ in dot.edges} == set(graph.edges)
+    for a, b, attrs in dot.edges:
+        assert attrs["label"] == expected_shape(graph, layer(a), layer(b)), (a, b)
+
+
+def test_the_shared_input_feeds_every_tower_whole():
+    dot, _ = draw()
+    into = {b: attrs["label"] for a, b, attrs in dot.edges if a == "input"}
+    assert into == {"conv1@gpu0": "3×227×227", "conv1@gpu1": "3×227×227"}
+
+
+def test_compact_edges_carry_the_shape_leaving_the_folded_chain():
+    dot, graph = draw(compact=True)
+    labels = {(a, b): attrs["label"] for a, b, attrs in dot.edges}
+    assert labels["conv1@gpu0", "conv2@gpu0"] == "48×27×27"  # after pool1, not conv1's 55×55
+    for (_, b), label in labels.items():
+        (src,) = graph.predecessors(layer(b))
+        assert label == expected_shape(graph, src, layer(b))
+
+
+def test_rankdir_and_title():
+    dot, graph = draw(rankdir="LR")
+    assert dot.attrs["rankdir"] == "LR"
+    assert draw()[0].attrs["rankdir"] == "TB"
+    title = text(dot.attrs["label"])
+    assert "alexnet" in title
+    assert f"{graph.graph['params']:,} parameters" in title
+    assert f"{graph.graph['macs']:,} MACs" in title
+    assert "crosses device groups" in title
+    assert "crosses" not in text(draw(TORCHVISION)[0].attrs["label"])
+
+
+def test_tower_nodes_show_their_share():
+    dot, _ = draw()
+    assert " ".join(text(dot.nodes["conv2@gpu1"]["label"]).split()) == (
+        "conv2 conv 5×5 · 128 of 256 · pad 2"
+    )
+    assert "2048 of 4096" in text(dot.nodes["fc6@gpu0"]["label"])
+
+
+def test_names_are_quoted_and_escaped():
+    graph = build_graph(load_spec(PAPER))
+    graph.graph["name"] = 'say "hi" \\ <b>&'
+    dot = parse_dot(diagram.to_dot(graph))
+    assert dot.name == 'say "hi" \\ <b>&'
+    assert 'say "hi" \\ <b>&' in text(dot.attrs["label"])
+
+
+def run_cli(*args: str, path: str) -> subprocess.CompletedProcess:
+    env = {"PATH": path, "PYTHONPATH": str(ROOT), "HOME": os.environ.get("HOME", "/")}
+    return subprocess.run(
+        [sys.executable, "-m", "netspec.cli", "draw", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_missing_dot_is_one_line_and_leaves_no_file(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    done = run_cli(str(PAPER), "-o", str(out / "alexnet.svg"), path=str(bare))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "apt-get install graphviz" in lines[0] and ".dot" in lines[0]
+    assert list(out.iterdir()) == []
+
+
+def test_dot_output_needs_no_binary(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    done = run_cli(str(PAPER), "-o", str(tmp_path / "a.dot"), "--compact", path=str(bare))
+    assert done.returncode == 0, done.stderr
+    assert parse_dot((tmp_path / "a.dot").read_text()).clusters
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dot", "bin"]
+
+
+def test_unknown_extension_is_a_usage_error(tmp_path, capsys):
+    assert main(["draw", str(PAPER), "-o", str(tmp_path / "a.jpg")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and all(f".{f}" in err[0] for f in ("svg", "png", "pdf", "dot"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["draw", str(PAPER), "-o", str(tmp_path / "no" / "a.dot")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(DOT is None, reason="graphviz's dot is not installed")
+def test_renders_svg(tmp_path, capsys):
+    out = tmp_path / "alexnet.svg"
+    assert main(["draw", str(PAPER), "-o", str(out), "--rankdir", "LR"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    svg = out.read_text()
+    assert "<svg" in svg
+    assert svg.count('class="edge cross"') == 8
+    assert {"conv1", "conv3", "fc8", "gpu0", "gpu1"} <= set(re.findall(r"\w+", svg))
+    assert [p.name for p in tmp_path.iterdir()] == ["alexnet.svg"]
+
+
+@pytest.mark.skipif(DOT is None, reason="graphviz's dot is not installed")
+def test_a_failing_dot_leaves_no_file(tmp_path):
+    out = tmp_path / "broken.png"
+    with pytest.raises(diagram.UsageError, match="dot failed"):
+        diagram.render("digraph { this is not dot", out)
+    assert not list(tmp_path.iterdir())

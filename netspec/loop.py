@@ -203,6 +203,10 @@ class Run:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_top1"]
+        if yaml.safe_load(state["spec"])["train"]["lr"] != self.cfg.lr:
+            # a new train.lr on resume sets the rate from here on, as the paper's hand-made drops
+            self.schedule.lr = self.cfg.lr
+            self.log(f"learning rate set to {self.cfg.lr:g} from this epoch on (train.lr)")
         rows = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
         self.rows = [r for r in rows if r["epoch"] <= self.epoch]
         _write_lines(self.metrics, self.rows)  # drop an epoch logged after the last checkpoint

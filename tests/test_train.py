@@ -1,0 +1,160 @@
+"""`netspec train` and `netspec eval` on a tiny generated image folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from netspec import compile, load_spec
+from netspec.checkpoint import load_checkpoint
+from netspec.data import open_data
+from netspec.errors import UsageError
+from netspec.evaluate import evaluate
+from netspec.loop import train
+from netspec.shapes_data import ensure_shapes
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests/specs/tiny.yaml"
+TIMING = {"seconds", "images_per_s", "data_wait"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return ensure_shapes(tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6,
+                         val_per_class=3)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+
+
+def netspec(*args: str, env_cache=None, **kw) -> subprocess.Popen:
+    env = {**os.environ, "NETSPEC_CACHE": str(env_cache)} if env_cache else None
+    return subprocess.Popen([sys.executable, "-m", "netspec.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def rows(run) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def test_run_folder_holds_spec_metrics_checkpoints_and_curves(data, tmp_path):
+    spec = load_spec(TINY, ["train.epochs=2"])
+    history = train(spec, data, tmp_path / "run", log=lambda *_: None)
+    run = tmp_path / "run"
+    assert len(history) == 2
+    for row in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()):
+        assert {"epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_s",
+                "data_wait"} <= row.keys()
+        assert 0 <= row["val_top1"] <= row["val_top5"] <= 1
+        assert 0 <= row["data_wait"] < 1
+    assert load_spec(run / "spec.yaml").model_dump() == spec.model_dump()
+    last = load_checkpoint(run / "last.pt")
+    assert last["epoch"] == 2 and set(last["model"]) == set(compile(spec).state_dict())
+    assert (run / "best.pt").is_file()
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_kill_gives_the_same_metrics(data, tmp_path):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    args = [str(TINY), "--data", str(data)]
+    full = netspec("train", *args, "--out", str(whole), env_cache=tmp_path / "c")
+    victim = netspec("train", *args, "--out", str(broken), env_cache=tmp_path / "c")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (broken / "last.pt").exists():
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+    assert load_checkpoint(broken / "last.pt")["epoch"] >= 1  # the kill left a valid file
+    resumed = netspec("train", *args, "--resume", str(broken), env_cache=tmp_path / "c")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert len(rows(whole)) == 3
+    assert rows(broken) == rows(whole)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
+    before = (run / "last.pt").read_bytes()
+    p = netspec("train", str(TINY), "--data", str(data), "--resume", str(run), "--epochs", "3",
+                "--set", "train.lr=1e30", env_cache=tmp_path / "c")
+    assert p.wait(timeout=120) == 1
+    err = p.stderr.read().strip().splitlines()
+    assert "epoch 2" in err[-1] and "the loss is nan" in err[-1] and "last.pt (epoch 1)" in err[-1]
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    p = netspec("train", str(TINY), "--data", str(data), "--out", str(run), "--epochs", "50",
+                env_cache=tmp_path / "c")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=60) == 130
+    err = p.stderr.read()
+    assert "Traceback" not in err and f"--resume {run}" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1
+    assert set(load_checkpoint(run / "interrupted.pt")["model"]) == set(
+        load_checkpoint(run / "last.pt")["model"])
+
+
+def test_class_count_must_match_the_folder(data, tmp_path):
+    spec = load_spec(TINY, ["classes=4"])
+    with pytest.raises(UsageError, match=r"has 10 classes .* add --set classes=10"):
+        train(spec, data, tmp_path / "run", log=lambda *_: None)
+
+
+def test_crop_must_match_input(data, tmp_path):
+    p = netspec("train", str(TINY), "--data", str(data), "--set", "data.crop=24",
+                env_cache=tmp_path / "c")
+    assert p.wait(timeout=60) == 2
+    assert p.stderr.read().strip() == (
+        "--set data.crop=24: data.crop is 24 but the input is 3×28×28; crops are square and "
+        "must match: set data.crop: 28 (and a square input)")
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    p = netspec("train", str(TINY), "--data", str(tmp_path / "nope"), env_cache=tmp_path / "c")
+    assert p.wait(timeout=60) == 2
+    err = p.stderr.read().strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "nope") in err[0]
+
+
+def test_ten_crop_evaluation_averages_softmax_over_crops(data):
+    spec = load_spec(TINY, ["data.ten_crop=true", "data.workers=0"])
+    torch.manual_seed(0)
+    model = compile(spec).eval()
+    loader = open_data(data, spec.data).val_loader(8)
+    got = evaluate(model, loader, torch.device("cpu"))
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            assert x.shape[1:] == (10, 3, 28, 28)
+            probs = torch.stack([model(x[:, i]).softmax(1) for i in range(10)]).mean(0)
+            correct += int((probs.argmax(1) == y).sum())
+            total += len(y)
+    assert got["val_top1"] == pytest.approx(correct / total)
+
+
+def test_eval_command_reads_a_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
+    p = netspec("eval", str(TINY), "--checkpoint", str(run / "best.pt"), "--data", str(data),
+                "--ten-crop", env_cache=tmp_path / "c")
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    out = p.stdout.read().splitlines()
+    assert "ten crops" in out[0]
+    result = json.loads(out[-1])
+    assert 0 <= result["val_top1"] <= result["val_top5"] <= 1

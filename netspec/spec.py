@@ -51,8 +51,18 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
     from netspec.overrides import apply_overrides
 
     doc = read_yaml(path)
-    apply_overrides(doc, overrides)
-    return validate(doc)
+    problems: list[Problem] = []
+    try:
+        apply_overrides(doc, overrides)
+    except SpecError as exc:
+        problems = exc.problems  # the overrides that could be applied are still checked
+    try:
+        spec = validate(doc)
+    except SpecError as exc:
+        problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return spec
 
 
 def validate(doc: Document) -> Spec:

@@ -42,14 +42,25 @@ for _tag, _regex, _first in [
     ("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""]),
     ("tag:yaml.org,2002:int", _INT, list("-+0123456789")),
     ("tag:yaml.org,2002:float", _FLOAT, list("-+.0123456789")),
+    ("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"]),
 ]:
     _Loader.add_implicit_resolver(_tag, _regex, _first)
+
+
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+
+
+def _not_allowed(tag: str) -> ValueError:
+    shown = tag.replace("tag:yaml.org,2002:", "!!")
+    return ValueError(f"tag {shown} is not allowed in a spec; write plain values")
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     text = node.value
     match node.tag:
         case "tag:yaml.org,2002:bool":
+            if not _BOOL.match(text):
+                raise ValueError(f"!!bool takes true or false, not '{text}'")
             return text.lower() == "true"
         case "tag:yaml.org,2002:null":
             return None
@@ -60,9 +71,9 @@ def _scalar(node: yaml.ScalarNode) -> Any:
             if low.endswith(("inf", "nan")):
                 return float(low.replace(".", ""))
             return float(text.replace("_", ""))
-        case "tag:yaml.org,2002:str":
+        case "tag:yaml.org,2002:str" | "tag:yaml.org,2002:merge":  # `<<` as a value
             return text
-    raise ValueError(f"tag {node.tag} is not allowed in a spec; write plain values")
+    raise _not_allowed(node.tag)
 
 
 @dataclass
@@ -116,6 +127,9 @@ class _Converter:
             except ValueError as exc:
                 self.problems.append(Problem(self.mark(node), str(exc)))
                 return None
+        if node.tag not in _PLAIN_COLLECTIONS:
+            self.problems.append(Problem(self.mark(node), str(_not_allowed(node.tag))))
+            return None
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -127,18 +141,18 @@ class _Converter:
     def mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
         first: dict[str, str] = {}
+        merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                merged = self.convert(value_node, loc)
-                for part in merged if isinstance(merged, list) else [merged]:
-                    if isinstance(part, dict):
-                        for k, v in part.items():
-                            out.setdefault(k, v)
+                merges.append(value_node)
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(Problem(self.mark(key_node), "a key must be a plain name"))
+            try:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise ValueError("a key must be a plain name")
+                key = str(_scalar(key_node))
+            except ValueError as exc:
+                self.problems.append(Problem(self.mark(key_node), str(exc)))
                 continue
-            key = str(_scalar(key_node))
             where = self.mark(key_node)
             if key in first:
                 self.problems.append(
@@ -150,8 +164,20 @@ class _Converter:
                 )
                 continue
             first[key] = where
-            self.doc.keys[(*loc, key)] = where
+            self.doc.keys.setdefault((*loc, key), where)
             out[key] = self.convert(value_node, (*loc, key))
+        # `<<` merges after the explicit keys, so that theirs win, values and positions both
+        for value_node in merges:
+            merged = self.convert(value_node, loc)
+            parts = merged if isinstance(merged, list) else [merged]
+            if not all(isinstance(part, dict) for part in parts):
+                self.problems.append(
+                    Problem(self.mark(value_node), "<< merges a mapping or a list of mappings")
+                )
+                continue
+            for part in parts:
+                for k, v in part.items():
+                    out.setdefault(k, v)
         return out
 
 
@@ -166,6 +192,9 @@ def parse_yaml(text: str, source: str, base: Loc = (), where: str | None = None)
         if where:
             at = where
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start and not where:
+            problem += f" ({context} at {start.line + 1}:{start.column + 1})"
         raise SpecError([Problem(at, f"YAML syntax: {problem}")]) from None
     if node is None:
         return doc
@@ -175,7 +204,7 @@ def parse_yaml(text: str, source: str, base: Loc = (), where: str | None = None)
         doc.values = {k: where for k in doc.values}
         doc.keys = {k: where for k in doc.keys}
     if conv.problems:
-        raise SpecError(conv.problems)
+        raise SpecError([Problem(where, p.message) if where else p for p in conv.problems])
     return doc
 
 

@@ -15,6 +15,8 @@ from netspec.errors import Problem, SpecError, did_you_mean
 
 
 def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
+    if not isinstance(doc.data, dict):
+        return  # an empty file, or a list: validate() says so, which is the real mistake
     problems: list[Problem] = []
     for text in overrides:
         where = f"--set {text}"
@@ -36,14 +38,14 @@ def _apply(doc: Document, text: str, where: str) -> None:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise _Bad("expected KEY=VALUE, e.g. --set layers.conv1.filters=64")
-    if not isinstance(doc.data, dict):
-        raise _Bad("the spec is not a mapping, so nothing can be set in it")
     steps = key.strip().split(".")
     node: Any = doc.data
     loc: Loc = ()
     for i, step in enumerate(steps[:-1]):
-        node, index = _step(node, step, steps[i + 1], loc)
+        node, index = _step(node, step, steps[i + 1], loc, ".".join(steps[: i + 1]))
         loc = (*loc, index)
+        for table in (doc.values, doc.keys):
+            table.setdefault(loc, where)  # a section the override adds is located at it
     last = _final_index(node, steps[-1], loc)
     loc = (*loc, last)
     parsed = parse_yaml(value, where, base=loc, where=where)
@@ -57,15 +59,13 @@ def _apply(doc: Document, text: str, where: str) -> None:
     node[last] = parsed.data
 
 
-def _step(node: Any, step: str, following: str, loc: Loc) -> tuple[Any, str | int]:
+def _step(node: Any, step: str, following: str, loc: Loc, shown: str) -> tuple[Any, str | int]:
     index = _final_index(node, step, loc)
     if isinstance(node, dict) and index not in node:
         node[index] = {}
     child = node[index]
     if not isinstance(child, dict | list):
-        raise _Bad(
-            f"'{_show(loc, index)}' is a value, not a section; cannot set '{following}' in it"
-        )
+        raise _Bad(f"'{shown}' is a value, not a section; cannot set '{following}' in it")
     return child, index
 
 
@@ -76,12 +76,12 @@ def _final_index(node: Any, step: str, loc: Loc) -> str | int:
         if int(step) >= len(node):
             raise _Bad(f"{_show(loc)} has {len(node)} items; there is no index {step}")
         return int(step)
-    names = [item.get("name") for item in node if isinstance(item, dict)]
+    names = [item.get("name") if isinstance(item, dict) else None for item in node]
     if step in names:
         return names.index(step)
-    raise _Bad(f"no layer named '{step}' in {_show(loc)}{did_you_mean(step, map(str, names))}")
+    known = [str(n) for n in names if n is not None]
+    raise _Bad(f"no layer named '{step}' in {_show(loc)}{did_you_mean(step, known)}")
 
 
-def _show(loc: Loc, extra: str | int | None = None) -> str:
-    parts = [str(s) for s in (*loc, extra) if s is not None]
-    return ".".join(parts) or "the spec"
+def _show(loc: Loc) -> str:
+    return ".".join(map(str, loc)) or "the spec"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from netspec.document import Document, Loc, read_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.layers import LAYER_TYPES, AnyLayer, Init, Name, PosInt
+from netspec.layers import AnyLayer, Init, Name, PosInt
 from netspec.settings import DataConfig, Strict, TrainConfig
 
 
@@ -51,8 +51,18 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
     from netspec.overrides import apply_overrides
 
     doc = read_yaml(path)
-    apply_overrides(doc, overrides)
-    return validate(doc)
+    problems: list[Problem] = []
+    try:
+        apply_overrides(doc, overrides)
+    except SpecError as exc:
+        problems = exc.problems  # the overrides that could be applied are still checked
+    try:
+        spec = validate(doc)
+    except SpecError as exc:
+        problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return spec
 
 
 def validate(doc: Document) -> Spec:
@@ -66,8 +76,8 @@ def validate(doc: Document) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(doc, err) for err in exc.errors()]
-        raise SpecError(sorted(set(problems), key=lambda p: _order(p.where))) from None
+        problems = _join_alternatives(dict.fromkeys(_problem(doc, err) for err in exc.errors()))
+        raise SpecError(sorted(problems, key=lambda p: _order(p.where))) from None
     spec._doc = doc
     return spec
 
@@ -77,6 +87,21 @@ def _order(where: str) -> tuple[int, int, str]:
     if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return (int(parts[1]), int(parts[2]), "")
     return (1 << 30, 0, where)
+
+
+def _join_alternatives(problems: Iterable[Problem]) -> list[Problem]:
+    """One line for a value that fits no member of a union (`units: 0`), not one per member."""
+    out: dict[Any, Problem] = {}
+    for p in problems:
+        head, sep, got = p.message.rpartition(", got ")
+        subject, _, need = head.partition(" must be ")
+        key = (p.where, p.context, subject, got) if sep and need else p
+        if key in out:
+            first = out[key].message.rpartition(", got ")[0]
+            out[key] = Problem(p.where, f"{first} or {need}, got {got}", p.context)
+        else:
+            out[key] = p
+    return list(out.values())
 
 
 def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
@@ -89,7 +114,7 @@ def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
             node = node[step]
         elif isinstance(node, list) and isinstance(step, int) and step < len(node):
             node = node[step]
-        elif not last:
+        elif not (last and isinstance(node, dict)):  # a missing key is kept, a member tag not
             continue
         path.append(step)
     return tuple(path), node
@@ -97,24 +122,32 @@ def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
 
 def _model_at(data: Any, path: Loc) -> type[BaseModel] | None:
     """The model whose field `path[-1]` is, found by walking annotations and `type` tags."""
-    model: type[BaseModel] = Spec
+    return _pick(*_models_for(data, path[:-1]))
+
+
+def _models_for(data: Any, path: Loc) -> tuple[list[type[BaseModel]], Any]:
+    """The models the value at `path` may be (a union's members), and the value."""
+    candidates: list[type[BaseModel]] = [Spec]
     node = data
-    for step in path[:-1]:
+    for step in path:
         if isinstance(step, int):
             node = node[step] if isinstance(node, list) and step < len(node) else None
             continue
-        field = model.model_fields.get(step)
-        node = node.get(step) if isinstance(node, dict) else None
+        model = _pick(candidates, node)
+        field = model.model_fields.get(step) if model else None
         if field is None:
-            return None
+            return [], None
         candidates = _models_in(field.annotation)
-        if len(candidates) > 1 and isinstance(node, dict):
-            by_type = {_tag(c): c for c in candidates}
-            candidates = [by_type[node["type"]]] if node.get("type") in by_type else []
-        if len(candidates) != 1:
-            return None
-        model = candidates[0]
-    return model
+        node = node.get(step) if isinstance(node, dict) else None
+    return candidates, node
+
+
+def _pick(candidates: list[type[BaseModel]], node: Any) -> type[BaseModel] | None:
+    """The one model `node` is: the only candidate, or the union member its `type` names."""
+    if len(candidates) > 1 and isinstance(node, dict):
+        by_type = {_tag(c): c for c in candidates}
+        candidates = [by_type[node["type"]]] if node.get("type") in by_type else []
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -164,13 +197,15 @@ def _problem(doc: Document, err: dict) -> Problem:
         choices = list(model.model_fields) if model else []
         message = f"unknown key '{path[-1]}'{did_you_mean(path[-1], choices)}"
         if choices:
-            message += f"; {_tag(model) or model.__name__} takes: {', '.join(choices)}"
+            section = path[-2] if len(path) > 1 and isinstance(path[-2], str) else "a spec"
+            message += f"; {_tag(model) or section} takes: {', '.join(choices)}"
     elif kind == "union_tag_invalid":
         where_loc = (*path, "type")
         tag = ctx.get("tag")
-        message = f"unknown type '{tag}'{did_you_mean(tag, _tags_for(doc.data, path))}"
-        if path and path[0] == "layers":
-            message += f"; layer types: {', '.join(LAYER_TYPES)}"
+        tags = _tags_for(doc.data, path)
+        message = f"unknown type '{tag}'{did_you_mean(tag, tags)}"
+        if tags:
+            message += f"; {'layer ' if path[0] == 'layers' else ''}types: {', '.join(tags)}"
     elif kind == "union_tag_not_found":
         where_loc = path
         message = "missing required key 'type'"
@@ -181,10 +216,8 @@ def _problem(doc: Document, err: dict) -> Problem:
 
 
 def _tags_for(data: Any, path: Loc) -> list[str]:
-    model = _model_at(data, (*path, "type"))
-    if path and path[0] == "layers":
-        return list(LAYER_TYPES)
-    return [t for t in [_tag(model)] if t] if model else []
+    candidates, _ = _models_for(data, path)
+    return [t for t in map(_tag, candidates) if t]
 
 
 _DESCRIBE = {
@@ -215,10 +248,10 @@ def _describe(kind: str, ctx: dict, got: Any, default: str) -> str:
         return f"must be {sign} {ctx[name]}{shown}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}{shown}"
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} items, got {ctx.get('actual_length')}"
-    if kind == "too_long":
-        return f"takes at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
+    if kind in ("too_short", "too_long"):
+        n = ctx.get("min_length", ctx.get("max_length"))
+        items = f"{n} item{'' if n == 1 else 's'}, got {ctx.get('actual_length')}"
+        return f"needs at least {items}" if kind == "too_short" else f"takes at most {items}"
     if kind == "value_error":
         return default.removeprefix("Value error, ")
     return f"{default[:1].lower()}{default[1:]}{shown}"

@@ -128,10 +128,10 @@ def _prove_it_compiles(spec, graph) -> None:
 
 
 def print_warnings(spec, graph) -> None:
-    for name, message in graph.graph["warnings"]:
-        i = graph.nodes[name]["index"]
-        where = spec.where(("layers", i))
-        print(f"{where}: warning: {spec.layer_context(i)}: {message}", file=sys.stderr)
+    from netspec.graph import located_warnings
+
+    for line in located_warnings(spec, graph):
+        print(line, file=sys.stderr)
 
 
 def run_schema(args: argparse.Namespace) -> int:
@@ -169,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         if args.debug:
             raise
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        for line in [*exc.warnings, *exc.problems]:
+            print(line, file=sys.stderr)
         return 2
     except UsageError as exc:
         if args.debug:

@@ -26,8 +26,9 @@ class Problem:
 class SpecError(Exception):
     """One or more mistakes in a spec; the CLI prints them and exits with status 2."""
 
-    def __init__(self, problems: Iterable[Problem]):
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[str] = ()):
         self.problems = list(problems)
+        self.warnings = list(warnings)  # found before the problems stopped the build
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

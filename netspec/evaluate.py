@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -12,10 +14,25 @@ def topk_correct(probs: torch.Tensor, target: torch.Tensor, k: int) -> int:
     return int((probs.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum())
 
 
+@dataclass(frozen=True)
+class Options:
+    """Where and how batches run: the device, its speed-ups, and the pixel scale."""
+
+    device: torch.device
+    pixel_scale: float = 1.0
+    amp: bool = False
+    channels_last: bool = False
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch from the loader, on the device, at the scale the network expects."""
+        x = x.to(self.device, non_blocking=True) * self.pixel_scale
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False
-) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, opts: Options) -> dict[str, float]:
     """Batches are B×C×H×W (one crop) or B×10×C×H×W (ten crops, softmax averaged).
 
     With ten crops the loss is the negative log of the averaged probability, so that the
@@ -24,12 +41,12 @@ def evaluate(
     model.eval()
     total = loss = top1 = top5 = 0.0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        y = y.to(opts.device, non_blocking=True)
         crops = x.shape[1] if x.dim() == 5 else 1
-        x = x.flatten(0, 1) if x.dim() == 5 else x
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        probs = model(x).float().softmax(dim=1)
+        x = opts.prepare(x.flatten(0, 1) if x.dim() == 5 else x)
+        with torch.autocast(opts.device.type, enabled=opts.amp):
+            logits = model(x)
+        probs = logits.float().softmax(dim=1)
         probs = probs.reshape(-1, crops, probs.shape[1]).mean(dim=1)
         loss += float(nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
         top1 += topk_correct(probs, y, 1)

@@ -49,12 +49,23 @@ def build_graph(spec: Spec) -> nx.DiGraph:
     if problems:
         raise SpecError(problems)
     problems = _infer_shapes(spec, graph)
+    graph.graph["warnings"] = [
+        (n, w) for n in order(graph) for w in graph.nodes[n].get("warnings", [])
+    ]
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems, located_warnings(spec, graph))
     graph.graph["params"] = sum(d["params"] for _, d in graph.nodes(data=True))
     graph.graph["macs"] = sum(d["macs"] for _, d in graph.nodes(data=True))
-    graph.graph["warnings"] = [(n, w) for n in order(graph) for w in graph.nodes[n]["warnings"]]
     return graph
+
+
+def located_warnings(spec: Spec, graph: nx.DiGraph) -> list[str]:
+    """Each warning as a line like an error's: where it was written, the layer, the text."""
+    lines = []
+    for name, message in graph.graph["warnings"]:
+        i = graph.nodes[name]["index"]
+        lines.append(f"{spec.where(('layers', i))}: warning: {spec.layer_context(i)}: {message}")
+    return lines
 
 
 def order(graph: nx.DiGraph) -> list[str]:

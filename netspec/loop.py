@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from netspec.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_
 from netspec.curves import draw_curves
 from netspec.data import Data, open_data, resolve_data_dir
 from netspec.errors import Problem, SpecError, UsageError
-from netspec.evaluate import evaluate
+from netspec.evaluate import Options, evaluate
 from netspec.optim import make_optimizer
 from netspec.progress import Progress
 from netspec.schedule import apply_lr, make_schedule
@@ -36,13 +35,6 @@ from netspec.spec import Spec
 
 class Diverged(Exception):
     """The loss stopped being a finite number; the last good checkpoint is kept."""
-
-
-@dataclass
-class Options:
-    device: torch.device
-    amp: bool
-    channels_last: bool
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -70,7 +62,9 @@ def options_for(spec: Spec, device: torch.device) -> Options:
                 f"note: train.{flag} applies on CUDA only; ignored on {device.type}",
                 file=sys.stderr,
             )
-    return Options(device, spec.train.amp and cuda, spec.train.channels_last and cuda)
+    return Options(
+        device, spec.data.pixel_scale, spec.train.amp and cuda, spec.train.channels_last and cuda
+    )
 
 
 def check_data_fits(spec: Spec, data: Data, output_units: int) -> None:
@@ -123,9 +117,7 @@ def train_epoch(
     start = tick = time.perf_counter()
     for step, (x, y) in enumerate(loader, 1):
         wait += time.perf_counter() - tick
-        x, y = x.to(opts.device, non_blocking=True), y.to(opts.device, non_blocking=True)
-        if opts.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = opts.prepare(x), y.to(opts.device, non_blocking=True)
         with torch.autocast(opts.device.type, enabled=opts.amp):
             loss = loss_fn(model(x), y)
         value = float(loss.detach())
@@ -257,12 +249,7 @@ class Run:
                 f"epoch {epoch + 1}, {exc}; stopped. Last good checkpoint: {kept}. "
                 f"Try a lower learning rate, e.g. --set train.lr={cfg.lr / 10:g}"
             ) from None
-        val = evaluate(
-            self.model,
-            self.data.val_loader(cfg.batch_size),
-            self.opts.device,
-            self.opts.channels_last,
-        )
+        val = evaluate(self.model, self.data.val_loader(cfg.batch_size), self.opts)
         self.schedule.step(1.0 - val["val_top1"])
         apply_lr(self.optimizer, self.schedule.lr)
         row = {"epoch": epoch + 1, "lr": lr, **stats, **val, "seconds": time.perf_counter() - began}
@@ -379,7 +366,7 @@ def run_eval(args: argparse.Namespace) -> int:
     data = open_data(resolve_data_dir(args.data), spec.data)
     graph = build_graph(spec)
     check_data_fits(spec, data, graph.nodes[graph.graph["output"]]["shape"][0])
-    val = evaluate(model, data.val_loader(spec.train.batch_size), device)
+    val = evaluate(model, data.val_loader(spec.train.batch_size), options_for(spec, device))
     crops = "ten crops" if spec.data.ten_crop else "centre crop"
     print(
         f"{len(data.val_set)} images, {crops}: loss {val['val_loss']:.4f}  "

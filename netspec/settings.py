@@ -80,6 +80,11 @@ class DataConfig(Strict):
         "the published ImageNet values, or off",
     )
     pca_std: Annotated[float, Field(ge=0)] = 0.1
+    pixel_scale: Annotated[float, Field(gt=0)] = Field(
+        255.0,
+        description="the network sees (pixels in [0, 1] - mean) * pixel_scale; 255 gives the "
+        "paper's raw 0-255 values, the scale its LRN constants (k = 2, alpha = 1e-4) assume",
+    )
     ten_crop: bool = Field(False, description="evaluate on four corners, centre and mirrors")
     workers: Annotated[int, Field(ge=0)] = 2
     stats_images: Annotated[int, Field(ge=1)] = Field(

@@ -14,7 +14,7 @@ from netspec import compile, load_spec
 from netspec.checkpoint import load_checkpoint
 from netspec.data import open_data
 from netspec.errors import UsageError
-from netspec.evaluate import evaluate
+from netspec.evaluate import Options, evaluate
 from netspec.loop import train
 from netspec.shapes_data import ensure_shapes
 from tests.conftest import ROOT
@@ -25,8 +25,9 @@ TIMING = {"seconds", "images_per_s", "data_wait"}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return ensure_shapes(tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6,
-                         val_per_class=3)
+    return ensure_shapes(
+        tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6, val_per_class=3
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +37,15 @@ def _cache(tmp_path, monkeypatch):
 
 def netspec(*args: str, env_cache=None, **kw) -> subprocess.Popen:
     env = {**os.environ, "NETSPEC_CACHE": str(env_cache)} if env_cache else None
-    return subprocess.Popen([sys.executable, "-m", "netspec.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "netspec.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def rows(run) -> list[dict]:
@@ -51,8 +59,16 @@ def test_run_folder_holds_spec_metrics_checkpoints_and_curves(data, tmp_path):
     run = tmp_path / "run"
     assert len(history) == 2
     for row in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()):
-        assert {"epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_s",
-                "data_wait"} <= row.keys()
+        assert {
+            "epoch",
+            "lr",
+            "train_loss",
+            "val_loss",
+            "val_top1",
+            "val_top5",
+            "images_per_s",
+            "data_wait",
+        } <= row.keys()
         assert 0 <= row["val_top1"] <= row["val_top5"] <= 1
         assert 0 <= row["data_wait"] < 1
     assert load_spec(run / "spec.yaml").model_dump() == spec.model_dump()
@@ -86,8 +102,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
     before = (run / "last.pt").read_bytes()
-    p = netspec("train", str(TINY), "--data", str(data), "--resume", str(run), "--epochs", "3",
-                "--set", "train.lr=1e30", env_cache=tmp_path / "c")
+    p = netspec(
+        "train",
+        str(TINY),
+        "--data",
+        str(data),
+        "--resume",
+        str(run),
+        "--epochs",
+        "3",
+        "--set",
+        "train.lr=1e30",
+        env_cache=tmp_path / "c",
+    )
     assert p.wait(timeout=120) == 1
     err = p.stderr.read().strip().splitlines()
     assert "epoch 2" in err[-1] and "the loss is nan" in err[-1] and "last.pt (epoch 1)" in err[-1]
@@ -96,8 +123,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
-    p = netspec("train", str(TINY), "--data", str(data), "--out", str(run), "--epochs", "50",
-                env_cache=tmp_path / "c")
+    p = netspec(
+        "train",
+        str(TINY),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "50",
+        env_cache=tmp_path / "c",
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.pt").exists():
         time.sleep(0.05)
@@ -107,7 +143,8 @@ def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
     assert "Traceback" not in err and f"--resume {run}" in err
     assert load_checkpoint(run / "last.pt")["epoch"] >= 1
     assert set(load_checkpoint(run / "interrupted.pt")["model"]) == set(
-        load_checkpoint(run / "last.pt")["model"])
+        load_checkpoint(run / "last.pt")["model"]
+    )
 
 
 def test_class_count_must_match_the_folder(data, tmp_path):
@@ -117,12 +154,14 @@ def test_class_count_must_match_the_folder(data, tmp_path):
 
 
 def test_crop_must_match_input(data, tmp_path):
-    p = netspec("train", str(TINY), "--data", str(data), "--set", "data.crop=24",
-                env_cache=tmp_path / "c")
+    p = netspec(
+        "train", str(TINY), "--data", str(data), "--set", "data.crop=24", env_cache=tmp_path / "c"
+    )
     assert p.wait(timeout=60) == 2
     assert p.stderr.read().strip() == (
         "--set data.crop=24: data.crop is 24 but the input is 3×28×28; crops are square and "
-        "must match: set data.crop: 28 (and a square input)")
+        "must match: set data.crop: 28 (and a square input)"
+    )
 
 
 def test_missing_data_folder_is_one_line(tmp_path):
@@ -137,7 +176,7 @@ def test_ten_crop_evaluation_averages_softmax_over_crops(data):
     torch.manual_seed(0)
     model = compile(spec).eval()
     loader = open_data(data, spec.data).val_loader(8)
-    got = evaluate(model, loader, torch.device("cpu"))
+    got = evaluate(model, loader, Options(torch.device("cpu")))
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
@@ -151,8 +190,16 @@ def test_ten_crop_evaluation_averages_softmax_over_crops(data):
 def test_eval_command_reads_a_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
-    p = netspec("eval", str(TINY), "--checkpoint", str(run / "best.pt"), "--data", str(data),
-                "--ten-crop", env_cache=tmp_path / "c")
+    p = netspec(
+        "eval",
+        str(TINY),
+        "--checkpoint",
+        str(run / "best.pt"),
+        "--data",
+        str(data),
+        "--ten-crop",
+        env_cache=tmp_path / "c",
+    )
     assert p.wait(timeout=60) == 0, p.stderr.read()
     out = p.stdout.read().splitlines()
     assert "ten crops" in out[0]

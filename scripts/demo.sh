@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make demo`: build every shipped spec, draw the paper's network, train the mini net.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+netspec=.venv/bin/netspec
+for spec in specs/*.yaml; do
+  echo "== netspec build $spec"
+  "$netspec" build "$spec"
+  echo
+done
+echo "== netspec draw specs/alexnet.yaml -o docs/alexnet.svg"
+"$netspec" draw specs/alexnet.yaml -o docs/alexnet.svg
+"$netspec" draw specs/alexnet.yaml -o docs/alexnet.png
+echo
+echo "== netspec train specs/alexnet-mini.yaml --data shapes --out runs/demo"
+rm -rf runs/demo
+time "$netspec" train specs/alexnet-mini.yaml --data shapes --out runs/demo
+echo
+echo "curves: runs/demo/curves.png   metrics: runs/demo/metrics.jsonl   diagram: docs/alexnet.svg"

@@ -17,18 +17,11 @@ from backends import torch_layers as T
 from netspec import layers as L
 from netspec.graph import INPUT, order
 from netspec.layers import Init
+from netspec.registry import LayerTable
 
 Builder = Callable[[dict, int, int], nn.Module]
-BUILDERS: dict[type[L.Layer], Builder] = {}
-
-
-def builds(*models: type[L.Layer]) -> Callable[[Builder], Builder]:
-    def register(fn: Builder) -> Builder:
-        for m in models:
-            BUILDERS[m] = fn
-        return fn
-
-    return register
+BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
+builds = BUILDERS.register
 
 
 @builds(L.Conv)

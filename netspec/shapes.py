@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netspec import layers as L
+from netspec.registry import LayerTable
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,8 @@ class Context:
 
 
 Rule = Callable[[L.Layer, list[Tensor], Context], Inferred]
-RULES: dict[type[L.Layer], Rule] = {}
-
-
-def rule(*models: type[L.Layer]) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for m in models:
-            RULES[m] = fn
-        return fn
-
-    return register
+RULES: LayerTable[Rule] = LayerTable("shape rule")
+rule = RULES.register
 
 
 def infer(layer: L.Layer, inputs: list[Tensor], ctx: Context) -> Inferred:

@@ -52,3 +52,14 @@ def test_meta_compile_allocates_no_weights():
     model = compile(load_spec(ROOT / "specs/alexnet.yaml"), device="meta")
     assert all(p.is_meta for p in model.parameters())
     assert model.get_submodule("conv2").weight.shape == (256, 48, 5, 5)
+
+
+def test_every_layer_type_has_a_rule_a_builder_and_a_test():
+    from backends.torch_module import BUILDERS
+    from netspec.layers import LAYER_MODELS, LAYER_TYPES
+    from netspec.shapes import RULES
+    from tests.conftest import ROOT
+
+    assert set(RULES) == set(LAYER_MODELS) == set(BUILDERS)
+    zoo = load_spec(ROOT / "tests/specs/zoo.yaml")
+    assert {layer.type for layer in zoo.layers} == set(LAYER_TYPES)

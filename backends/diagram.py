@@ -22,8 +22,7 @@ import networkx as nx
 
 from backends import diagram_style as S
 from netspec.errors import UsageError
-from netspec.graph import order
-from netspec.summary import sources
+from netspec.graph import inputs_of, order
 
 FORMATS = ("svg", "png", "pdf", "dot")
 # What --compact folds into the weight layer before it, as papers draw a conv block.
@@ -142,7 +141,7 @@ def to_dot(graph: nx.DiGraph, rankdir: str = "TB", compact: bool = False) -> str
     edges = [
         edge
         for head in chains
-        for src in sources(graph, head)
+        for src in inputs_of(graph, head)
         for edge in _edges(graph, drawn_as[src], src, head)
     ]
     kinds = list(dict.fromkeys(S.KINDS[graph.nodes[h]["type"]] for h in chains))
@@ -221,6 +220,8 @@ def render(dot_text: str, path: Path) -> None:
                 why = (done.stderr.decode(errors="replace").strip() or "no message").splitlines()
                 raise UsageError(f"graphviz's dot failed on {path}: {why[0]}")
         os.replace(partial, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         partial.unlink(missing_ok=True)
 

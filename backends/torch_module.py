@@ -15,9 +15,11 @@ from torch import nn
 
 from backends import torch_layers as T
 from netspec import layers as L
-from netspec.graph import INPUT, order
+from netspec.errors import Problem, SpecError
+from netspec.graph import INPUT, inputs_of, order
 from netspec.layers import Init
 from netspec.registry import LayerTable
+from netspec.spec import Spec
 
 Builder = Callable[[dict, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
@@ -122,29 +124,47 @@ class Network(nn.Module):
     def __init__(self, graph: nx.DiGraph):
         super().__init__()
         groups = max(1, len(graph.graph["device_groups"]))
-        self.plan: list[tuple[str, list[str]]] = []
+        self._plan: list[tuple[str, list[str]]] = []
         for name in order(graph):
             if name == INPUT:
                 continue
             node = graph.nodes[name]
-            sources = sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
+            sources = inputs_of(graph, name)
             in_shape = graph.nodes[sources[0]]["shape"]
             in_size = math.prod(in_shape) if node["type"] == "linear" else in_shape[0]
             self.add_module(name, BUILDERS[type(node["layer"])](node, in_size, groups))
-            self.plan.append((name, sources))
-        self.output = graph.graph["output"]
+            self._plan.append((name, sources))
+        self._output = graph.graph["output"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {INPUT: x}
-        for name, sources in self.plan:
+        for name, sources in self._plan:
             values[name] = self.get_submodule(name)(*(values[s] for s in sources))
-        return values[self.output]
+        return values[self._output]
+
+
+RESERVED = frozenset(n for n in dir(Network) if not n.startswith("_"))
+
+
+def check_names(spec: Spec) -> None:
+    """Layer names become attributes of the module, so torch's own names cannot be used."""
+    problems = [
+        Problem(
+            spec.where(("layers", i, "name")),
+            f"'{layer.name}' is the name of a torch module attribute; rename the layer",
+            spec.layer_context(i),
+        )
+        for i, layer in enumerate(spec.layers)
+        if layer.name in RESERVED
+    ]
+    if problems:
+        raise SpecError(problems)
 
 
 def initialise(model: Network, graph: nx.DiGraph, default: Init) -> None:
     """Apply each weight layer's `init` (or the spec's default) to its weight and bias."""
     with torch.no_grad():
-        for name, _ in model.plan:
+        for name, _ in model._plan:
             layer = graph.nodes[name]["layer"]
             if not layer.has_weights:
                 continue

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 
 def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:
     """The spec as a torch module; `device="meta"` builds it without allocating weights."""
-    from backends.torch_module import to_module
+    from backends.torch_module import check_names, to_module
 
-    return to_module(build_graph(spec), spec.init, device)
+    graph = build_graph(spec)
+    check_names(spec)
+    return to_module(graph, spec.init, device)
 
 
 __all__ = ["Problem", "Spec", "SpecError", "build_graph", "compile", "load_spec"]

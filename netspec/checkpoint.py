@@ -105,8 +105,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                 "save only tensors, numbers, strings, and lists and dicts of them"
             ) from e
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}), truncated or not one; "
-            "delete it and resume from an earlier checkpoint or start again"
+            f"{path}: not a torch checkpoint, or a damaged one ({type(e).__name__}); "
+            "point at a last.pt or best.pt written by netspec train"
         ) from e
     if not isinstance(payload, dict):
         raise CheckpointError(

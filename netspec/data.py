@@ -184,25 +184,40 @@ class Data:
         (seed, epoch) whatever came before: iterate it once, make a new one next epoch."""
         loader_seed, main_seed = epoch_seeds(seed, epoch)
         self.train_set.transform.reseed(main_seed)  # workers reseed their copies themselves
-        return self._loader(self.train_set, batch_size, torch.Generator().manual_seed(loader_seed))
+        generator = torch.Generator().manual_seed(loader_seed)
+        return loader(self.train_set, batch_size, self.workers, generator)
 
     def val_loader(self, batch_size: int) -> DataLoader:
         """Batches in file order: B×3×crop×crop, or B×10×3×crop×crop with ten_crop."""
-        return self._loader(self.val_set, batch_size, None)
+        return loader(self.val_set, batch_size, self.workers)
 
-    def _loader(
-        self, dataset: ImageSplit, batch_size: int, generator: torch.Generator | None
-    ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size,
-            shuffle=generator is not None,
-            generator=generator,
-            num_workers=self.workers,
-            worker_init_fn=seed_worker,
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
-        )
+
+def loader(
+    dataset: ImageSplit, batch_size: int, workers: int, generator: torch.Generator | None = None
+) -> DataLoader:
+    """Worker processes load and augment while the model trains, as in the paper.
+
+    With a generator the batches are shuffled and a last partial batch is dropped (a batch of
+    one would break batch normalisation); without one, every image is used in file order.
+    """
+    return DataLoader(
+        dataset,
+        batch_size,
+        shuffle=generator is not None,
+        drop_last=generator is not None,
+        generator=generator,
+        num_workers=workers,
+        worker_init_fn=seed_worker,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def open_val(root: Path, cfg: DataConfig, stats: Stats | None) -> ImageSplit:
+    """ROOT's val split alone, with statistics fitted earlier (e.g. kept in a checkpoint)."""
+    val = open_split(root, "val", cfg.resize)
+    val.transform = EvalTransform(cfg, stats)
+    return val
 
 
 def open_data(root: Path, cfg: DataConfig, stats_cache: Path | None = None) -> Data:

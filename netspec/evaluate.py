@@ -46,9 +46,14 @@ def evaluate(model: nn.Module, loader: DataLoader, opts: Options) -> dict[str, f
         x = opts.prepare(x.flatten(0, 1) if x.dim() == 5 else x)
         with torch.autocast(opts.device.type, enabled=opts.amp):
             logits = model(x)
-        probs = logits.float().softmax(dim=1)
-        probs = probs.reshape(-1, crops, probs.shape[1]).mean(dim=1)
-        loss += float(nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
+        logits = logits.float()
+        if crops == 1:
+            probs = logits.softmax(dim=1)
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        else:
+            probs = logits.softmax(dim=1).reshape(-1, crops, logits.shape[1]).mean(dim=1)
+            log_probs = probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+            loss += float(nn.functional.nll_loss(log_probs, y, reduction="sum"))
         top1 += topk_correct(probs, y, 1)
         top5 += topk_correct(probs, y, 5)
         total += len(y)

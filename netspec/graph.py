@@ -68,6 +68,11 @@ def located_warnings(spec: Spec, graph: nx.DiGraph) -> list[str]:
     return lines
 
 
+def inputs_of(graph: nx.DiGraph, name: str) -> list[str]:
+    """The layers `name` reads, in the order of its `inputs`."""
+    return sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
+
+
 def order(graph: nx.DiGraph) -> list[str]:
     """Layers in an order they can run, following the spec's order where it is free to."""
     return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["index"]))
@@ -110,6 +115,15 @@ def _wire(spec: Spec, graph: nx.DiGraph) -> list[Problem]:
         if problem:
             problems.append(
                 Problem(spec.where(("layers", i, "inputs")), problem, spec.layer_context(i))
+            )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(
+                Problem(
+                    spec.where(("layers", i, "inputs")),
+                    f"inputs names {', '.join(repeated)} more than once; each input is read once",
+                    spec.layer_context(i),
+                )
             )
         for port, src in enumerate(names):
             if src == layer.name:
@@ -185,7 +199,7 @@ def _infer_shapes(spec: Spec, graph: nx.DiGraph) -> list[Problem]:
         node = graph.nodes[name]
         if name == INPUT:
             continue
-        sources = sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
+        sources = inputs_of(graph, name)
         if failed.intersection(sources):
             failed.add(name)
             continue

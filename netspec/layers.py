@@ -13,7 +13,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from netspec.settings import Strict
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -117,7 +117,7 @@ class LRN(Layer):
     size: PosInt = Field(5, description="n: channels in the window")
     alpha: PosFloat = 1e-4
     beta: PosFloat = 0.75
-    k: float = 2.0
+    k: PosFloat = 2.0
     convention: Literal["paper", "caffe"] = Field(
         "paper",
         description="paper: k + alpha*sum over floor(n/2) channels each side; "

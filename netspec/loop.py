@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ import yaml
 from torch import nn
 
 from netspec import build_graph, compile, load_spec
+from netspec.augment import Stats, needs_stats
 from netspec.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from netspec.curves import draw_curves
-from netspec.data import Data, open_data, resolve_data_dir
+from netspec.data import loader, open_data, open_val, resolve_data_dir
 from netspec.errors import Problem, SpecError, UsageError
 from netspec.evaluate import Options, evaluate
 from netspec.optim import make_optimizer
@@ -67,13 +69,14 @@ def options_for(spec: Spec, device: torch.device) -> Options:
     )
 
 
-def check_data_fits(spec: Spec, data: Data, output_units: int) -> None:
-    classes = data.classes
-    if len(classes) != output_units:
+def check_data_fits(spec: Spec, folder: Path, classes: list[str]) -> None:
+    graph = build_graph(spec)
+    units = graph.nodes[graph.graph["output"]]["shape"][0]
+    if len(classes) != units:
         shown = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
         raise UsageError(
-            f"{data.train_set.folder} has {len(classes)} classes ({shown}) but the spec's output "
-            f"has {output_units} units: add --set classes={len(classes)}"
+            f"{folder} has {len(classes)} classes ({shown}) but the spec's output "
+            f"has {units} units: add --set classes={len(classes)}"
         )
 
 
@@ -141,6 +144,37 @@ def train_epoch(
     }
 
 
+RESUME_MAY_CHANGE = {"train.epochs", "data.workers"}
+
+
+def _changed(old: object, new: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain-data documents."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(old.keys() | new.keys(), key=str)
+            for change in _changed(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """metrics.jsonl's rows; a last line cut short by a kill is dropped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_lines(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
@@ -166,9 +200,13 @@ class Run:
 
     def __init__(self, spec: Spec, data_root: Path, out: Path, device: torch.device, log=print):
         check_sizes(spec)
-        graph = build_graph(spec)
         self.data = open_data(data_root, spec.data)
-        check_data_fits(spec, self.data, graph.nodes[graph.graph["output"]]["shape"][0])
+        check_data_fits(spec, self.data.train_set.folder, self.data.classes)
+        if len(self.data.train_set) < spec.train.batch_size:
+            raise UsageError(
+                f"{self.data.train_set.folder} has {len(self.data.train_set)} images, fewer than "
+                f"one batch ({spec.train.batch_size}): lower --batch-size"
+            )
         self.spec, self.cfg, self.out, self.log = spec, spec.train, out, log
         self.data_root = data_root
         self.opts = options_for(spec, device)
@@ -184,25 +222,33 @@ class Run:
 
     def start(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "spec.yaml").write_text(spec_yaml(self.spec))
+        _write_text(self.out / "spec.yaml", spec_yaml(self.spec))
         _write_lines(self.metrics, [])
 
     def resume(self) -> None:
         state = load_checkpoint(self.out / "last.pt")
+        changed = _changed(yaml.safe_load(state["spec"]), yaml.safe_load(spec_yaml(self.spec)))
+        if set(changed) - RESUME_MAY_CHANGE:
+            raise UsageError(
+                f"--resume {self.out}: {', '.join(changed)} changed since the run started; "
+                f"a resumed run may change only {' and '.join(sorted(RESUME_MAY_CHANGE))}: "
+                "start a new run (--out) for other settings"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_top1"]
-        if yaml.safe_load(state["spec"])["train"]["lr"] != self.cfg.lr:
-            # a new train.lr on resume sets the rate from here on, as the paper's hand-made drops
-            self.schedule.lr = self.cfg.lr
-            self.log(f"learning rate set to {self.cfg.lr:g} from this epoch on (train.lr)")
-        rows = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
-        self.rows = [r for r in rows if r["epoch"] <= self.epoch]
+        self.rows = [r for r in _read_lines(self.metrics) if r["epoch"] <= self.epoch]
         _write_lines(self.metrics, self.rows)  # drop an epoch logged after the last checkpoint
-        self.log(f"resuming {self.out} after epoch {self.epoch} of {self.cfg.epochs}")
+        _write_text(self.out / "spec.yaml", spec_yaml(self.spec))  # a new train.epochs sticks
+        if self.epoch >= self.cfg.epochs:
+            self.log(
+                f"{self.out} has finished its {self.epoch} epochs; raise --epochs to train longer"
+            )
+        else:
+            self.log(f"resuming {self.out} after epoch {self.epoch} of {self.cfg.epochs}")
 
     def run(self) -> list[dict]:
         apply_lr(self.optimizer, self.schedule.lr)
@@ -280,6 +326,7 @@ class Run:
             "best_top1": self.best,
             "rng": rng_state(),
             "spec": spec_yaml(self.spec),
+            "stats": asdict(self.data.stats) if self.data.stats else None,
             "metrics": row,
         }
         save_checkpoint(self.out / "last.pt", payload)
@@ -323,6 +370,11 @@ def run_train(args: argparse.Namespace) -> int:
                 "start a new run with --out"
             )
         spec = load_spec(out / "spec.yaml", overrides)
+        print(
+            f"note: a resumed run keeps its own {out / 'spec.yaml'} (plus any --set); "
+            f"{args.spec} is not read",
+            file=sys.stderr,
+        )
     else:
         spec = load_spec(args.spec, overrides)
         out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -339,11 +391,11 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"netspec train: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"\nnetspec train: interrupted; {out / 'last.pt'} holds the last finished epoch: "
-            f"continue with --resume {out}",
-            file=sys.stderr,
-        )
+        if (out / "last.pt").exists():
+            where = f"{out / 'last.pt'} holds the last finished epoch: continue with --resume {out}"
+        else:
+            where = "no epoch had finished, so there is nothing to resume"
+        print(f"\nnetspec train: interrupted; {where}", file=sys.stderr)
         return 130
     return 0
 
@@ -363,13 +415,19 @@ def run_eval(args: argparse.Namespace) -> int:
         first = str(exc).splitlines()[1 if "\n" in str(exc) else 0].strip()
         raise UsageError(f"{args.checkpoint} does not fit {args.spec}: {first}") from None
     model.to(device)
-    data = open_data(resolve_data_dir(args.data), spec.data)
-    graph = build_graph(spec)
-    check_data_fits(spec, data, graph.nodes[graph.graph["output"]]["shape"][0])
-    val = evaluate(model, data.val_loader(spec.train.batch_size), options_for(spec, device))
+    stats = Stats(**state["stats"]) if state.get("stats") else None
+    if stats is None and needs_stats(spec.data):
+        raise UsageError(
+            f"{args.checkpoint} holds no training-set mean or PCA; "
+            "evaluate with --set data.mean=none --set data.pca=none"
+        )
+    val_set = open_val(resolve_data_dir(args.data), spec.data, stats)
+    check_data_fits(spec, val_set.folder, val_set.classes)
+    batches = loader(val_set, spec.train.batch_size, spec.data.workers)
+    val = evaluate(model, batches, options_for(spec, device))
     crops = "ten crops" if spec.data.ten_crop else "centre crop"
     print(
-        f"{len(data.val_set)} images, {crops}: loss {val['val_loss']:.4f}  "
+        f"{len(val_set)} images, {crops}: loss {val['val_loss']:.4f}  "
         f"top-1 {val['val_top1']:.2%}  top-5 {val['val_top5']:.2%}"
     )
     print(json.dumps(val))

@@ -7,12 +7,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from netspec.document import Document, Loc, read_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
 from netspec.layers import AnyLayer, Init, Name, PosInt
 from netspec.settings import DataConfig, Strict, TrainConfig
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"names each device group once; {', '.join(repeated)} appears twice")
+    return names
 
 
 class Spec(Strict):
@@ -24,8 +31,8 @@ class Spec(Strict):
         description="channels, height, width of one example"
     )
     classes: PosInt | None = Field(None, description="a linear layer may say `units: classes`")
-    device_groups: Annotated[list[Name], Field(min_length=1)] | None = Field(
-        None, description="the paper's two GPUs are two groups; omitted means one group"
+    device_groups: Annotated[list[Name], Field(min_length=1), AfterValidator(_distinct)] | None = (
+        Field(None, description="the paper's two GPUs are two groups; omitted means one group")
     )
     init: Init = Field(Init(), description="default initialisation of every weight layer")
     layers: Annotated[list[AnyLayer], Field(min_length=1)]
@@ -225,11 +232,12 @@ _DESCRIBE = {
     "float_type": "must be a number",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
+    "finite_number": "must be a finite number",
     "list_type": "must be a list",
     "model_type": "must be a mapping",
     "model_attributes_type": "must be a mapping",
     "dict_type": "must be a mapping",
-    "string_pattern_mismatch": "must be letters, digits and _, not starting with a digit",
+    "string_pattern_mismatch": "must be letters, digits and _, starting with a letter",
 }
 
 

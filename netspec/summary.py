@@ -6,7 +6,7 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.graph import INPUT, order
+from netspec.graph import INPUT, inputs_of, order
 from netspec.shapes import fmt
 
 
@@ -26,16 +26,12 @@ def connectivity(graph: nx.DiGraph, name: str) -> str:
     return "per group" if node["split"] else "shared"
 
 
-def sources(graph: nx.DiGraph, name: str) -> list[str]:
-    return sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
-
-
 def to_json(graph: nx.DiGraph) -> dict[str, Any]:
     layers = [
         {
             "name": n,
             "type": graph.nodes[n]["type"],
-            "inputs": sources(graph, n),
+            "inputs": inputs_of(graph, n),
             "output_shape": list(graph.nodes[n]["shape"]),
             "params": graph.nodes[n]["params"],
             "macs": graph.nodes[n]["macs"],

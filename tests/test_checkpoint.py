@@ -150,8 +150,8 @@ def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path: Path, damage: str)
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path)
     msg = str(e.value)
-    assert msg.startswith(f"{path}: not a readable checkpoint (")
-    assert msg.endswith("delete it and resume from an earlier checkpoint or start again")
+    assert msg.startswith(f"{path}: not a torch checkpoint, or a damaged one (")
+    assert msg.endswith("point at a last.pt or best.pt written by netspec train")
     assert "\n" not in msg
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,13 +10,15 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from netspec import compile, load_spec
 from netspec.checkpoint import load_checkpoint
 from netspec.data import open_data
 from netspec.errors import UsageError
 from netspec.evaluate import Options, evaluate
-from netspec.loop import train
+from netspec.loop import Diverged, Run, options_for, train
+from netspec.schedule import apply_lr
 from netspec.shapes_data import ensure_shapes
 from tests.conftest import ROOT
 
@@ -91,7 +94,8 @@ def test_resume_after_kill_gives_the_same_metrics(data, tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert full.wait(timeout=300) == 0, full.stderr.read()
-    assert load_checkpoint(broken / "last.pt")["epoch"] >= 1  # the kill left a valid file
+    killed_after = load_checkpoint(broken / "last.pt")["epoch"]  # the kill left a valid file
+    assert 1 <= killed_after < 3  # killed part-way: resuming has epochs left to run
     resumed = netspec("train", *args, "--resume", str(broken), env_cache=tmp_path / "c")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert len(rows(whole)) == 3
@@ -99,9 +103,58 @@ def test_resume_after_kill_gives_the_same_metrics(data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    run = Run(load_spec(TINY), data, tmp_path / "run", torch.device("cpu"), log=lambda *_: None)
+    run.start()
+    run.run_epoch()
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    apply_lr(run.optimizer, 1e30)  # the next steps blow the weights up
+    with pytest.raises(
+        Diverged, match=r"epoch 2, step \d+: the loss is (nan|inf).*last.pt \(epoch 1\)"
+    ):
+        run.run_epoch()
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_nan_loss_from_the_start_exits_1_with_one_line(data, tmp_path):
+    p = netspec(
+        "train",
+        str(TINY),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "train.lr=1e30",
+        env_cache=tmp_path / "c",
+    )
+    assert p.wait(timeout=120) == 1
+    err = p.stderr.read().strip().splitlines()
+    assert len(err) == 1 and "epoch 1" in err[0] and "Last good checkpoint: none yet" in err[0]
+    assert "--set train.lr=1e+29" in err[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
-    before = (run / "last.pt").read_bytes()
+    p = netspec(
+        "train",
+        str(TINY),
+        "--data",
+        str(data),
+        "--resume",
+        str(run),
+        "--set",
+        "train.momentum=0.5",
+        env_cache=tmp_path / "c",
+    )
+    assert p.wait(timeout=120) == 2
+    assert p.stderr.read().strip().splitlines()[-1] == (
+        f"netspec train: --resume {run}: train.momentum changed since the run started; a "
+        "resumed run may change only data.workers and train.epochs: start a new run (--out) "
+        "for other settings"
+    )
     p = netspec(
         "train",
         str(TINY),
@@ -110,15 +163,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
         "--resume",
         str(run),
         "--epochs",
-        "3",
-        "--set",
-        "train.lr=1e30",
+        "2",
         env_cache=tmp_path / "c",
     )
-    assert p.wait(timeout=120) == 1
-    err = p.stderr.read().strip().splitlines()
-    assert "epoch 2" in err[-1] and "the loss is nan" in err[-1] and "last.pt (epoch 1)" in err[-1]
-    assert (run / "last.pt").read_bytes() == before
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert load_spec(run / "spec.yaml").train.epochs == 2  # a later --resume keeps it
+    assert [r["epoch"] for r in rows(run)] == [1, 2]
 
 
 def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
@@ -187,16 +237,32 @@ def test_ten_crop_evaluation_averages_softmax_over_crops(data):
     assert got["val_top1"] == pytest.approx(correct / total)
 
 
+def test_pixel_scale_multiplies_what_the_network_sees(data):
+    spec = load_spec(TINY, ["data.workers=0", "data.pixel_scale=255"])
+    torch.manual_seed(0)
+    model = compile(spec).eval()
+    loader = open_data(data, spec.data).val_loader(8)
+    opts = options_for(spec, torch.device("cpu"))
+    assert opts.pixel_scale == 255
+    with torch.no_grad():
+        x, _ = next(iter(loader))
+        assert torch.equal(opts.prepare(x), x * 255)
+        loss = sum(float(F.cross_entropy(model(x * 255), y, reduction="sum")) for x, y in loader)
+    assert evaluate(model, loader, opts)["val_loss"] == pytest.approx(loss / 30, rel=1e-5)
+
+
 def test_eval_command_reads_a_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
+    val_only = tmp_path / "val-only"
+    shutil.copytree(data / "val", val_only / "val")  # the mean and PCA come from the checkpoint
     p = netspec(
         "eval",
         str(TINY),
         "--checkpoint",
         str(run / "best.pt"),
         "--data",
-        str(data),
+        str(val_only),
         "--ten-crop",
         env_cache=tmp_path / "c",
     )

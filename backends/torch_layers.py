@@ -44,13 +44,14 @@ class LocalResponseNorm(nn.Module):
         n, c = x.shape[:2]
         per = c // self.groups
         # in float32 even under autocast: squares of fp16 activations overflow past 256
-        sq = x.float().pow(2).reshape(n, self.groups, per, -1)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        sq = wide.pow(2).reshape(n, self.groups, per, -1)
         # the window sum as a few shifted adds: cheaper than a pooling kernel, forward and back
         padded = F.pad(sq, (0, 0, self.before, self.after))
         total = padded[:, :, :per]
         for shift in range(1, self.before + self.after + 1):
             total = total + padded[:, :, shift : shift + per]
-        return (x * (self.k + self.scale * total.reshape(x.shape)).pow(-self.beta)).to(x.dtype)
+        return (wide * (self.k + self.scale * total.reshape(x.shape)).pow(-self.beta)).to(x.dtype)
 
 
 class GroupedLinear(nn.Module):

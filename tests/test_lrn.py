@@ -64,3 +64,14 @@ def test_gradcheck(convention):
     x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     lrn = LocalResponseNorm(4, alpha=0.5, beta=0.75, k=2.0, convention=convention, groups=2)
     assert torch.autograd.gradcheck(lrn, (x,))
+
+
+def test_half_precision_input_does_not_overflow():
+    # fp16 squares overflow past 256; the paper's 0–255 pixel scale makes such activations common
+    x = torch.full((1, 4, 2, 2), 200.0)
+    lrn = LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    expected = lrn(x)
+    got = lrn(x.half())
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), expected, rtol=1e-3, atol=1e-3)
+    assert expected.min() > 20

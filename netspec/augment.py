@@ -8,7 +8,8 @@ One training image goes, in the paper's order:
 
 Evaluation uses the same scale and mean with the centre window, or ten crops. Every output is
 therefore "pixels in [0, 1] minus the training mean" (just [0, 1] when `mean: none`); nothing
-is divided by a standard deviation, as in the paper.
+is divided by a standard deviation, as in the paper. The training loop then multiplies each
+batch by `data.pixel_scale` (255: the paper's raw pixel values) on the device.
 
 All randomness comes from the `torch.Generator` a `TrainTransform` holds. DataLoader workers
 are copies of the dataset, so `seed_worker` reseeds each copy from the worker's own seed;

@@ -51,6 +51,10 @@ def netspec(*args: str, env_cache=None, **kw) -> subprocess.Popen:
     )
 
 
+def train_tiny(data, tmp_path, *args: str) -> subprocess.Popen:
+    return netspec("train", str(TINY), "--data", str(data), *args, env_cache=tmp_path / "c")
+
+
 def rows(run) -> list[dict]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
@@ -117,17 +121,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 
 def test_nan_loss_from_the_start_exits_1_with_one_line(data, tmp_path):
-    p = netspec(
-        "train",
-        str(TINY),
-        "--data",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--set",
-        "train.lr=1e30",
-        env_cache=tmp_path / "c",
-    )
+    p = train_tiny(data, tmp_path, "--out", str(tmp_path / "run"), "--set", "train.lr=1e30")
     assert p.wait(timeout=120) == 1
     err = p.stderr.read().strip().splitlines()
     assert len(err) == 1 and "epoch 1" in err[0] and "Last good checkpoint: none yet" in err[0]
@@ -138,34 +132,14 @@ def test_nan_loss_from_the_start_exits_1_with_one_line(data, tmp_path):
 def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
-    p = netspec(
-        "train",
-        str(TINY),
-        "--data",
-        str(data),
-        "--resume",
-        str(run),
-        "--set",
-        "train.momentum=0.5",
-        env_cache=tmp_path / "c",
-    )
+    p = train_tiny(data, tmp_path, "--resume", str(run), "--set", "train.momentum=0.5")
     assert p.wait(timeout=120) == 2
     assert p.stderr.read().strip().splitlines()[-1] == (
         f"netspec train: --resume {run}: train.momentum changed since the run started; a "
         "resumed run may change only data.workers and train.epochs: start a new run (--out) "
         "for other settings"
     )
-    p = netspec(
-        "train",
-        str(TINY),
-        "--data",
-        str(data),
-        "--resume",
-        str(run),
-        "--epochs",
-        "2",
-        env_cache=tmp_path / "c",
-    )
+    p = train_tiny(data, tmp_path, "--resume", str(run), "--epochs", "2")
     assert p.wait(timeout=120) == 0, p.stderr.read()
     assert load_spec(run / "spec.yaml").train.epochs == 2  # a later --resume keeps it
     assert [r["epoch"] for r in rows(run)] == [1, 2]
@@ -173,17 +147,7 @@ def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
 
 def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
-    p = netspec(
-        "train",
-        str(TINY),
-        "--data",
-        str(data),
-        "--out",
-        str(run),
-        "--epochs",
-        "50",
-        env_cache=tmp_path / "c",
-    )
+    p = train_tiny(data, tmp_path, "--out", str(run), "--epochs", "50")
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.pt").exists():
         time.sleep(0.05)
@@ -204,9 +168,7 @@ def test_class_count_must_match_the_folder(data, tmp_path):
 
 
 def test_crop_must_match_input(data, tmp_path):
-    p = netspec(
-        "train", str(TINY), "--data", str(data), "--set", "data.crop=24", env_cache=tmp_path / "c"
-    )
+    p = train_tiny(data, tmp_path, "--set", "data.crop=24")
     assert p.wait(timeout=60) == 2
     assert p.stderr.read().strip() == (
         "--set data.crop=24: data.crop is 24 but the input is 3×28×28; crops are square and "

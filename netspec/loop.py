@@ -83,7 +83,15 @@ def check_data_fits(spec: Spec, folder: Path, classes: list[str]) -> None:
 def check_sizes(spec: Spec) -> None:
     """The data section must produce what the input layer expects."""
     problems = []
-    _, h, w = spec.input
+    channels, h, w = spec.input
+    if channels != 3:
+        problems.append(
+            Problem(
+                spec.where(("input",)),
+                f"image folders give 3 channels (RGB), but the input has {channels}; "
+                f"set input: [3, {h}, {w}]",
+            )
+        )
     if spec.data.crop != h or h != w:
         problems.append(
             Problem(
@@ -106,19 +114,20 @@ def check_sizes(spec: Spec) -> None:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's dropout draws; the 7 keeps it apart from the data's seeds."""
     return int(np.random.SeedSequence([seed % 2**63, epoch, 7]).generate_state(1, np.uint64)[0])
 
 
 def train_epoch(
-    model: nn.Module, loader, optimizer, scaler, opts: Options, label: str
+    model: nn.Module, batches, optimizer, scaler, opts: Options, label: str
 ) -> dict[str, float]:
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    progress = Progress(len(loader), label)
+    progress = Progress(len(batches), label)
     total_loss = images = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
-    for step, (x, y) in enumerate(loader, 1):
+    for step, (x, y) in enumerate(batches, 1):
         wait += time.perf_counter() - tick
         x, y = opts.prepare(x), y.to(opts.device, non_blocking=True)
         with torch.autocast(opts.device.type, enabled=opts.amp):

@@ -23,6 +23,7 @@ import networkx as nx
 from backends import diagram_style as S
 from netspec.errors import UsageError
 from netspec.graph import inputs_of, order
+from netspec.shapes import fmt
 
 FORMATS = ("svg", "png", "pdf", "dot")
 # What --compact folds into the weight layer before it, as papers draw a conv block.
@@ -58,7 +59,7 @@ def _attrs(**attrs: str) -> str:
 
 def _shape(shape: tuple[int, ...], towers: int) -> str:
     """`96×55×55`, or one tower's share of it: the channels divided by the number of towers."""
-    return "×".join(map(str, (shape[0] // towers, *shape[1:])))
+    return fmt((shape[0] // towers, *shape[1:]))
 
 
 def _towers(graph: nx.DiGraph, name: str) -> list[str]:
@@ -114,7 +115,7 @@ def _label(graph: nx.DiGraph, chain: list[str], towers: int) -> Html:
 
 def _tooltip(graph: nx.DiGraph, chain: list[str]) -> str:
     """What an SVG shows on hover: the output and the counts of the layers in the node."""
-    out = "×".join(map(str, graph.nodes[chain[-1]]["shape"]))
+    out = fmt(graph.nodes[chain[-1]]["shape"])
     params = sum(graph.nodes[n]["params"] for n in chain)
     macs = sum(graph.nodes[n]["macs"] for n in chain)
     groups = " (all device groups)" if _towers(graph, chain[0]) else ""

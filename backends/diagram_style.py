@@ -14,6 +14,8 @@ from typing import Any
 
 import networkx as nx
 
+from netspec.shapes import fmt, fmt_pair
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -64,17 +66,12 @@ CROSS = {"class": "cross", "color": CROSS_COLOUR, "penwidth": "1.3"}
 Describe = Callable[[dict[str, Any], int], str]
 
 
-def _pair(p: tuple[int, int]) -> str:
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}×{p[1]}"
-
-
 def _window(kernel: tuple[int, int], stride: tuple[int, int]) -> str:
-    text = f"{kernel[0]}×{kernel[1]}"
-    return text if stride == (1, 1) else f"{text}/{_pair(stride)}"
+    return fmt(kernel) if stride == (1, 1) else f"{fmt(kernel)}/{fmt_pair(stride)}"
 
 
 def _padding(padding: tuple[int, int]) -> list[str]:
-    return [f"pad {_pair(padding)}"] if any(padding) else []
+    return [f"pad {fmt_pair(padding)}"] if any(padding) else []
 
 
 def _count(node: dict[str, Any], towers: int) -> str:
@@ -100,7 +97,7 @@ def _none(node: dict[str, Any], towers: int) -> str:
 
 
 DESCRIBE: dict[str, Describe] = {
-    "input": lambda node, towers: "×".join(map(str, node["shape"])),
+    "input": lambda node, towers: fmt(node["shape"]),
     "conv": _conv,
     "linear": _count,
     "relu": _none,
@@ -109,7 +106,7 @@ DESCRIBE: dict[str, Describe] = {
     "batchnorm": _none,
     "maxpool": _pool,
     "avgpool": _pool,
-    "adaptive_avgpool": lambda node, towers: "to {}×{}".format(*node["layer"].output_size),
+    "adaptive_avgpool": lambda node, towers: f"to {fmt(node['layer'].output_size)}",
     "dropout": lambda node, towers: f"p {node['layer'].p:g}",
     "flatten": _none,
     "concat": _none,
@@ -127,7 +124,7 @@ def summary(name: str, node: dict[str, Any], towers: int) -> str:
 def title(graph: nx.DiGraph, kinds: list[Kind], cross: bool) -> str:
     """The name, the totals and the key, as an HTML-like label (escaped)."""
     g = graph.graph
-    facts = [f"input {'×'.join(map(str, g['input']))}"]
+    facts = [f"input {fmt(g['input'])}"]
     if len(g["device_groups"]) > 1:
         facts.append(f"device groups {', '.join(g['device_groups'])}")
     facts += [f"{g['params']:,} parameters", f"{g['macs']:,} MACs"]

@@ -160,11 +160,6 @@ def needs_stats(cfg: DataConfig) -> bool:
     return cfg.mean != "none" or cfg.pca == "dataset"
 
 
-def _check_sizes(cfg: DataConfig) -> None:
-    if cfg.crop > cfg.resize:
-        raise ValueError(f"data.crop ({cfg.crop}) must not exceed data.resize ({cfg.resize})")
-
-
 def _normalise(img: Tensor, mean: Tensor | None, top: int, left: int) -> Tensor:
     """uint8 crop at (top, left) → float [0, 1] minus the mean's matching window."""
     x = img.to(torch.float32) / 255
@@ -178,7 +173,6 @@ class TrainTransform:
     """uint8 3×R×R image → float 3×crop×crop: random window, mean, colour noise, mirror."""
 
     def __init__(self, cfg: DataConfig, stats: Stats | None, seed: int = 0) -> None:
-        _check_sizes(cfg)
         self.crop, self.mirror, self.pca_std = cfg.crop, cfg.mirror, cfg.pca_std
         self.mean = mean_image(cfg, stats)
         if cfg.pca == "dataset":
@@ -211,7 +205,6 @@ class EvalTransform:
     `cfg.ten_crop`; same scale and mean as training, no randomness."""
 
     def __init__(self, cfg: DataConfig, stats: Stats | None) -> None:
-        _check_sizes(cfg)
         self.crop, self.ten = cfg.crop, cfg.ten_crop
         self.mean = mean_image(cfg, stats)
 

@@ -1,9 +1,7 @@
 """Checkpoints: atomic saves, loads that run no pickled code, and the random-number state.
 
-A run can be killed at any moment (out of time, out of memory, Ctrl-C), and resuming must
-find either the previous checkpoint or the new one, never half of one. So a save writes a
-temporary file beside the target, syncs it to disk, renames it over the target (atomic on
-POSIX) and syncs the directory so that the rename itself survives a crash.
+A run can be killed at any moment, and resuming must find either the previous checkpoint or
+the new one, never half of one: saves go through `netspec.atomic.atomic_write`.
 
 What goes in a checkpoint is the caller's choice, but it is loaded with `weights_only=True`,
 so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of them
@@ -12,17 +10,15 @@ so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of t
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 
 
@@ -30,61 +26,10 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded: one line naming the file and the fix."""
 
 
-def _temp_prefix(path: Path) -> str:
-    # Hidden and ending in .tmp, so a glob for checkpoints (*.pt) never matches one; the
-    # writer's pid lets a later save tell a dead writer's leftover from a live one's.
-    return f".{path.name}."
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: afterwards `path` is the old file or the new one.
-
-    One writer per path at a time. Temporary files left by a writer that was killed are
-    removed here, on the next save to the same path.
-    """
-    path = Path(path)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    prefix = _temp_prefix(path)
-    for tmp in path.parent.glob(f"{prefix}*.tmp"):
-        pid = tmp.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    """Write `payload` to `path` atomically: afterwards `path` is the old file or the new one."""
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from netspec.atomic import atomic_write
 from netspec.augment import (
     EvalTransform,
     Stats,
@@ -146,11 +145,8 @@ def fit_split_stats(split: ImageSplit, limit: int, cache_dir: Path) -> Stats:
         pass  # missing or damaged: refit
     stats = fit_stats(load_image(p, split.resize) for p in chosen)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        saved = {"key": key, "mean": stats.mean, "eigvals": stats.eigvals, "eigvecs": stats.eigvecs}
-        torch.save(saved, f)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    with atomic_write(path, "wb") as f:  # a reader never sees half a file
+        torch.save({"key": key, **asdict(stats)}, f)
     return stats
 
 
@@ -239,17 +235,3 @@ def open_data(root: Path, cfg: DataConfig, stats_cache: Path | None = None) -> D
     train.transform = TrainTransform(cfg, stats)
     val.transform = EvalTransform(cfg, stats)
     return Data(train, val, stats, cfg.workers)
-
-
-def make_loaders(
-    root: Path,
-    cfg: DataConfig,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    stats_cache: Path | None = None,
-) -> tuple[DataLoader, DataLoader, list[str]]:
-    """(train loader for `epoch`, val loader, class names) in one call; see `open_data` to
-    reuse the checked folders across epochs."""
-    data = open_data(root, cfg, stats_cache)
-    return data.train_loader(batch_size, seed, epoch), data.val_loader(batch_size), data.classes

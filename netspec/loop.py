@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 
 from netspec import build_graph, compile, load_spec
+from netspec.atomic import atomic_write
 from netspec.augment import Stats, needs_stats
 from netspec.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from netspec.curves import draw_curves
@@ -101,14 +102,6 @@ def check_sizes(spec: Spec) -> None:
                 f"set data.crop: {h} (and a square input)",
             )
         )
-    if spec.data.resize < spec.data.crop:
-        problems.append(
-            Problem(
-                spec.where(("data", "resize")),
-                f"data.resize {spec.data.resize} is smaller than data.crop "
-                f"{spec.data.crop}; crops are cut from the resized image",
-            )
-        )
     if problems:
         raise SpecError(problems)
 
@@ -179,18 +172,12 @@ def _read_lines(path: Path) -> list[dict]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def _write_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _append_line(path: Path, row: dict) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -91,3 +91,12 @@ class DataConfig(Strict):
     stats_images: Annotated[int, Field(ge=1)] = Field(
         10000, description="at most this many training images for the mean and PCA"
     )
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> DataConfig:
+        if self.crop > self.resize:
+            raise ValueError(
+                f"data.crop ({self.crop}) must not exceed data.resize ({self.resize}): "
+                "crops are cut from the resized image"
+            )
+        return self

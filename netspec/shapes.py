@@ -57,6 +57,11 @@ def fmt(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape))
 
 
+def fmt_pair(pair: tuple[int, int]) -> str:
+    """A kernel, stride or padding: `4` when square, `3×5` when not."""
+    return str(pair[0]) if pair[0] == pair[1] else fmt(pair)
+
+
 def _image(layer: L.Layer, t: Tensor) -> tuple[int, int, int]:
     if len(t.shape) != 3:
         raise LayerProblem(
@@ -110,7 +115,7 @@ def _windows(
         if dropped:
             lost.append(f"{dropped} {axis[:-1] if dropped == 1 else axis}")
     warnings = []
-    step = stride[0] if stride[0] == stride[1] else fmt(stride)
+    step = fmt_pair(stride)
     verb = "is" if lost in (["1 row"], ["1 column"]) else "are"
     if lost:
         if t.source == ctx.spec_input:

@@ -218,7 +218,9 @@ def _problem(doc: Document, err: dict) -> Problem:
         message = "missing required key 'type'"
     else:
         where_loc = path
-        message = f"{subject} {_describe(kind, ctx, got, err['msg'])}"
+        text = _describe(kind, ctx, got, err["msg"])
+        # a check across fields names them itself (data.crop … data.resize)
+        message = text if text.startswith(f"{field}.") else f"{subject} {text}"
     return Problem(doc.where(where_loc, key=key), message, context)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.graph import INPUT, inputs_of, order
+from netspec.graph import INPUT, inputs_of
 from netspec.shapes import fmt
 
 
@@ -37,10 +37,9 @@ def to_json(graph: nx.DiGraph) -> dict[str, Any]:
             "macs": graph.nodes[n]["macs"],
             "connectivity": connectivity(graph, n),
         }
-        for n in order(graph)
+        for n in sorted(graph, key=lambda n: graph.nodes[n]["index"])  # spec order
         if n != INPUT
     ]
-    layers.sort(key=lambda row: graph.nodes[row["name"]]["index"])
     return {
         "name": graph.graph["name"],
         "input": list(graph.graph["input"]),

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 import netspec.data
 import netspec.shapes_data
 from netspec.augment import TrainTransform
-from netspec.data import DataError, make_loaders, open_data, open_split, resolve_data_dir
+from netspec.data import DataError, open_data, open_split, resolve_data_dir
 from netspec.settings import DataConfig
 from netspec.shapes_data import CLASSES, ensure_shapes
 
@@ -98,7 +98,8 @@ def test_corrupt_image_found_eagerly_when_fitting_stats(tmp_path):
 def test_corrupt_image_found_lazily_when_loading(tmp_path, workers):
     bad = make_folder(tmp_path) / "val" / "cat" / "x.png"
     bad.write_bytes(b"garbage")
-    train, val, _ = make_loaders(tmp_path, small_cfg(workers=workers), 2, 0, 0, tmp_path / "c")
+    data = open_data(tmp_path, small_cfg(workers=workers), tmp_path / "c")
+    train, val = data.train_loader(2, 0, 0), data.val_loader(2)
     assert len(list(train)) == 3  # 6 good training images
     with pytest.raises(DataError) as err:
         list(val)
@@ -173,14 +174,15 @@ def test_stats_images_limits_the_images_read(tmp_path):
 
 
 def epoch_batches(root: Path, cfg: DataConfig, seed: int, epoch: int) -> list:
-    train, _, _ = make_loaders(root, cfg, 1, seed, epoch, root / "cache")
+    train = open_data(root, cfg, root / "cache").train_loader(1, seed, epoch)
     return [(x.clone(), y.clone()) for x, y in train]
 
 
 def test_loader_shapes_and_classes(tmp_path):
     make_folder(tmp_path)
     cfg = small_cfg(ten_crop=True, workers=2)
-    train, val, classes = make_loaders(tmp_path, cfg, 4, 0, 0, tmp_path / "c")
+    data = open_data(tmp_path, cfg, tmp_path / "c")
+    train, val, classes = data.train_loader(4, 0, 0), data.val_loader(4), data.classes
     assert classes == ["cat", "dog"]
     x, y = next(iter(train))
     assert x.shape == (4, 3, 6, 6) and x.dtype == torch.float32

@@ -1,0 +1,2 @@
+"""Back ends: each reads the graph (netspec.ir) and produces one thing; installed as
+`netspec.backends`."""

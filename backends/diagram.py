@@ -20,10 +20,10 @@ from pathlib import Path
 
 import networkx as nx
 
-from backends import diagram_style as S
+from netspec.backends import diagram_style as S
 from netspec.errors import UsageError
-from netspec.graph import inputs_of, order
-from netspec.shapes import fmt
+from netspec.ir.graph import inputs_of, order
+from netspec.ir.shapes import fmt
 
 FORMATS = ("svg", "png", "pdf", "dot")
 # What --compact folds into the weight layer before it, as papers draw a conv block.

@@ -14,7 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.shapes import fmt, fmt_pair
+from netspec.ir.shapes import fmt, fmt_pair
 
 
 @dataclass(frozen=True)

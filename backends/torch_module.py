@@ -13,13 +13,13 @@ import networkx as nx
 import torch
 from torch import nn
 
-from backends import torch_layers as T
-from netspec import layers as L
+from netspec.backends import torch_layers as T
+from netspec.spec import layers as L
 from netspec.errors import Problem, SpecError
-from netspec.graph import INPUT, inputs_of, order
-from netspec.layers import Init
-from netspec.registry import LayerTable
-from netspec.spec import Spec
+from netspec.ir.graph import INPUT, inputs_of, order
+from netspec.spec.layers import Init
+from netspec.ir.registry import LayerTable
+from netspec.spec.model import Spec
 
 Builder = Callable[[dict, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")

@@ -12,9 +12,9 @@ import argparse
 import torch
 
 from netspec import compile, load_spec
-from netspec.data import open_data, resolve_data_dir
-from netspec.evaluate import Options
-from netspec.optim import make_optimizer
+from netspec.train.data import open_data, resolve_data_dir
+from netspec.train.evaluate import Options
+from netspec.train.optim import make_optimizer
 
 
 def main() -> None:

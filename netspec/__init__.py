@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from netspec.errors import Problem, SpecError
-from netspec.graph import build_graph
-from netspec.spec import Spec, load_spec
+from netspec.ir.graph import build_graph
+from netspec.spec.model import Spec, load_spec
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:
     """The spec as a torch module; `device="meta"` builds it without allocating weights."""
-    from backends.torch_module import check_names, to_module
+    from netspec.backends.torch_module import check_names, to_module
 
     graph = build_graph(spec)
     check_names(spec)

@@ -50,7 +50,7 @@ def _schema_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
 
-@command("draw", "draw the network with graphviz", "backends.diagram:run_draw")
+@command("draw", "draw the network with graphviz", "netspec.backends.diagram:run_draw")
 def _draw_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument(
@@ -72,7 +72,7 @@ def _draw_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("train", "train a spec on an image folder", "netspec.loop:run_train")
+@command("train", "train a spec on an image folder", "netspec.train.loop:run_train")
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument(
@@ -88,7 +88,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
 
 
-@command("eval", "evaluate a checkpoint on the validation split", "netspec.loop:run_eval")
+@command("eval", "evaluate a checkpoint on the validation split", "netspec.train.loop:run_eval")
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
@@ -100,7 +100,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from netspec import build_graph, load_spec
-    from netspec.summary import format_table, to_json
+    from netspec.ir.summary import format_table, to_json
 
     spec = load_spec(args.spec, args.overrides)
     graph = build_graph(spec)
@@ -128,14 +128,14 @@ def _prove_it_compiles(spec, graph) -> None:
 
 
 def print_warnings(spec, graph) -> None:
-    from netspec.graph import located_warnings
+    from netspec.ir.graph import located_warnings
 
     for line in located_warnings(spec, graph):
         print(line, file=sys.stderr)
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from netspec.spec import Spec
+    from netspec.spec.model import Spec
 
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -4,7 +4,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-TEST_SPECS = sorted((ROOT / "tests" / "specs").glob("*.yaml"))
+TEST_SPECS = sorted((ROOT / "tests" / "nets").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from netspec import build_graph, compile, load_spec
-from netspec.graph import order
+from netspec.ir.graph import order
 from tests.conftest import ROOT
 
 PAPER_SHAPES = {

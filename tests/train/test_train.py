@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from netspec import compile, load_spec
-from netspec.checkpoint import load_checkpoint
-from netspec.data import open_data
+from netspec.train.checkpoint import load_checkpoint
+from netspec.train.data import open_data
 from netspec.errors import UsageError
-from netspec.evaluate import Options, evaluate
-from netspec.loop import Diverged, Run, options_for, train
-from netspec.schedule import apply_lr
-from netspec.shapes_data import ensure_shapes
+from netspec.train.evaluate import Options, evaluate
+from netspec.train.loop import Diverged, Run, options_for, train
+from netspec.train.schedule import apply_lr
+from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT
 
-TINY = ROOT / "tests/specs/tiny.yaml"
+TINY = ROOT / "tests/nets/tiny.yaml"
 TIMING = {"seconds", "images_per_s", "data_wait"}
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from netspec.atomic import atomic_write
-from netspec.augment import (
+from netspec.train.augment import (
     EvalTransform,
     Stats,
     TrainTransform,
@@ -39,8 +39,8 @@ from netspec.augment import (
     to_tensor,
 )
 from netspec.errors import UsageError
-from netspec.settings import DataConfig
-from netspec.shapes_data import cache_root, ensure_shapes
+from netspec.spec.settings import DataConfig
+from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitted
@@ -57,7 +57,7 @@ class DataError(UsageError):
 
     def __init__(self, message: str) -> None:
         # A DataLoader re-raises a worker's exception as DataError(<whole traceback text>),
-        # whose last line is "netspec.data.DataError: <message>": keep just the message.
+        # whose last line is "netspec.train.data.DataError: <message>": keep just the message.
         if "\n" in message:
             message = message.rstrip().splitlines()[-1]
             message = message.removeprefix(f"{__name__}.{type(self).__qualname__}: ")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends.torch_layers import LocalResponseNorm
+from netspec.backends.torch_layers import LocalResponseNorm
 
 
 def paper_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.ndarray:

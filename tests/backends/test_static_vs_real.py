@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from netspec import build_graph, compile, load_spec
-from netspec.graph import INPUT, order
+from netspec.ir.graph import INPUT, order
 from tests.conftest import SPECS, TEST_SPECS
 
 
@@ -55,11 +55,11 @@ def test_meta_compile_allocates_no_weights():
 
 
 def test_every_layer_type_has_a_rule_a_builder_and_a_test():
-    from backends.torch_module import BUILDERS
-    from netspec.layers import LAYER_MODELS, LAYER_TYPES
-    from netspec.shapes import RULES
+    from netspec.backends.torch_module import BUILDERS
+    from netspec.spec.layers import LAYER_MODELS, LAYER_TYPES
+    from netspec.ir.shapes import RULES
     from tests.conftest import ROOT
 
     assert set(RULES) == set(LAYER_MODELS) == set(BUILDERS)
-    zoo = load_spec(ROOT / "tests/specs/zoo.yaml")
+    zoo = load_spec(ROOT / "tests/nets/zoo.yaml")
     assert {layer.type for layer in zoo.layers} == set(LAYER_TYPES)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from backends import diagram, diagram_style
+from netspec.backends import diagram, diagram_style
 from netspec import build_graph, load_spec
 from netspec.cli import main
-from netspec.layers import LAYER_TYPES
+from netspec.spec.layers import LAYER_TYPES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "specs" / "alexnet.yaml"
 TORCHVISION = ROOT / "specs" / "torchvision-alexnet.yaml"
 DOT = shutil.which("dot")

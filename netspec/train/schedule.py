@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import torch
 
-from netspec.settings import (
+from netspec.spec.settings import (
     ConstantSchedule,
     CosineSchedule,
     PlateauSchedule,

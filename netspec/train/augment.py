@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from netspec.settings import DataConfig
+from netspec.spec.settings import DataConfig
 
 # The widely copied ImageNet values (PAPER.md), pixels in [0, 1]. PAPER.md lists the ROWS of
 # the matrix below; its COLUMNS are the eigenvectors p1, p2, p3. The first column is nearly

@@ -1,6 +1,6 @@
 """A user's mistakes: every problem reported at once, one located line each, exit status 2.
 
-tests/malformed/ holds one small spec per mistake (a few with several). Each file says what
+tests/spec/malformed/ holds one small spec per mistake (a few with several). Each file says what
 it expects in its header, one line per problem:
 
     # expect: LINE:COL: a substring of the message
@@ -21,9 +21,9 @@ import pytest
 
 from netspec import SpecError, build_graph, load_spec
 from netspec.cli import main
-from netspec.document import parse_yaml
+from netspec.spec.document import parse_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MALFORMED = Path(__file__).resolve().parent / "malformed"
 CORPUS = sorted(MALFORMED.glob("*.yaml"))
 ALEXNET = ROOT / "specs" / "alexnet.yaml"
@@ -167,7 +167,7 @@ def run_main(capsys, *args: str) -> tuple[int, list[str]]:
 
 
 def test_cli_reports_every_problem_and_exits_2():
-    path = "tests/malformed/three_mistakes.yaml"
+    path = "tests/spec/malformed/three_mistakes.yaml"
     result = cli("build", path)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -178,7 +178,7 @@ def test_cli_reports_every_problem_and_exits_2():
 
 
 def test_cli_debug_shows_the_traceback():
-    result = cli("--debug", "build", "tests/malformed/three_mistakes.yaml")
+    result = cli("--debug", "build", "tests/spec/malformed/three_mistakes.yaml")
     assert result.returncode not in (0, 2)
     assert "Traceback" in result.stderr and "SpecError" in result.stderr
 
@@ -222,7 +222,7 @@ def test_cli_unreadable_file_even_as_root(tmp_path: Path, capsys, monkeypatch):
 
 
 def test_cli_not_utf8(capsys):
-    status, lines = run_main(capsys, "build", "tests/malformed/not_utf8.yaml")
+    status, lines = run_main(capsys, "build", "tests/spec/malformed/not_utf8.yaml")
     assert status == 2 and len(lines) == 1 and "not UTF-8" in lines[0]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from netspec.document import Document, Loc, parse_yaml
+from netspec.spec.document import Document, Loc, parse_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
 
 

@@ -9,9 +9,9 @@ import typing
 import pytest
 import torch
 
-from netspec import settings
-from netspec.schedule import SCHEDULES, LRSchedule, make_schedule
-from netspec.settings import (
+from netspec.spec import settings
+from netspec.train.schedule import SCHEDULES, LRSchedule, make_schedule
+from netspec.spec.settings import (
     ConstantSchedule,
     CosineSchedule,
     PlateauSchedule,

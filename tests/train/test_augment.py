@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from netspec.augment import (
+from netspec.train.augment import (
     IMAGENET_PCA,
     EvalTransform,
     Stats,
@@ -17,7 +17,7 @@ from netspec.augment import (
     rescale_and_center,
     ten_crop,
 )
-from netspec.settings import DataConfig
+from netspec.spec.settings import DataConfig
 
 
 def coords(h: int, w: int, channels: int = 3) -> torch.Tensor:

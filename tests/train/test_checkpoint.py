@@ -14,24 +14,24 @@ import numpy as np
 import pytest
 import torch
 
-from netspec.checkpoint import (
+from netspec.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from netspec.optim import make_optimizer
-from netspec.schedule import make_schedule
-from netspec.settings import TrainConfig
+from netspec.train.optim import make_optimizer
+from netspec.train.schedule import make_schedule
+from netspec.spec.settings import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 4_000_000  # 16 MB per save: a write takes long enough to be killed in the middle
 
 WRITER = f"""
 import sys, torch
 from pathlib import Path
-from netspec.checkpoint import save_checkpoint
+from netspec.train.checkpoint import save_checkpoint
 x = torch.empty({N})
 i = 0
 while True:

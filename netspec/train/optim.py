@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from netspec.settings import TrainConfig
+from netspec.spec.settings import TrainConfig
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -85,7 +85,7 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     """Two groups, `weights` and `biases`, each remembering its multipliers.
 
     `lr_mult` lets a schedule set `group["lr"] = base_lr * group["lr_mult"]` (see
-    netspec.schedule.apply_lr). Frozen parameters are left out, and so is an empty group.
+    netspec.train.schedule.apply_lr). Frozen parameters are left out, and so is an empty group.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [

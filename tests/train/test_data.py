@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import netspec.data
-import netspec.shapes_data
-from netspec.augment import TrainTransform
-from netspec.data import DataError, open_data, open_split, resolve_data_dir
-from netspec.settings import DataConfig
-from netspec.shapes_data import CLASSES, ensure_shapes
+import netspec.train.data
+import netspec.train.shapes_data
+from netspec.train.augment import TrainTransform
+from netspec.train.data import DataError, open_data, open_split, resolve_data_dir
+from netspec.spec.settings import DataConfig
+from netspec.train.shapes_data import CLASSES, ensure_shapes
 
 
 def write_image(path: Path, seed: int, size=(12, 10), suffix_format="PNG") -> None:
@@ -120,7 +120,7 @@ def test_jpeg_png_any_case_and_dotfiles_ignored(tmp_path):
 
 
 def test_resolve_data_dir(monkeypatch, tmp_path):
-    monkeypatch.setattr(netspec.data, "ensure_shapes", lambda: tmp_path / "built-in")
+    monkeypatch.setattr(netspec.train.data, "ensure_shapes", lambda: tmp_path / "built-in")
     assert resolve_data_dir("shapes") == tmp_path / "built-in"
     assert resolve_data_dir("some/dir") == Path("some/dir")
     assert resolve_data_dir("~/pics") == Path.home() / "pics"
@@ -143,7 +143,7 @@ def test_stats_fitted_from_the_images_and_cached(tmp_path, monkeypatch):
     def refit(_):
         raise AssertionError("refitted although cached")
 
-    monkeypatch.setattr(netspec.data, "fit_stats", refit)
+    monkeypatch.setattr(netspec.train.data, "fit_stats", refit)
     again = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
     assert torch.equal(again.stats.mean, data.stats.mean)
     assert torch.equal(again.stats.eigvecs, data.stats.eigvecs)
@@ -267,7 +267,7 @@ def test_shapes_crash_leaves_no_half_data_set(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return Image.new("RGB", (size, size))
 
-    monkeypatch.setattr(netspec.shapes_data, "draw_image", crash)
+    monkeypatch.setattr(netspec.train.shapes_data, "draw_image", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_shapes(tmp_path, size=8, train_per_class=1, val_per_class=1)
     assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,6 @@
 """The layer types of the spec language: one pydantic model each, registered by `type`.
 
-Adding a layer type means a model here, a shape rule in `netspec.shapes`, and one entry per
+Adding a layer type means a model here, a shape rule in `netspec.ir.shapes`, and one entry per
 back end. Field names follow the paper and torch where they agree (`filters`, `kernel`,
 `stride`, `padding`, `units`, LRN's `size`, `alpha`, `beta`, `k`, dropout's `p`).
 """
@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from netspec.settings import Strict
+from netspec.spec.settings import Strict
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]

@@ -6,8 +6,8 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.graph import INPUT, inputs_of
-from netspec.shapes import fmt
+from netspec.ir.graph import INPUT, inputs_of
+from netspec.ir.shapes import fmt
 
 
 def connectivity(graph: nx.DiGraph, name: str) -> str:

@@ -68,7 +68,7 @@ def test_grouped_layers_compile_to_grouped_convolutions():
 
 
 def test_grouped_linear_is_block_diagonal():
-    spec = load_spec(ROOT / "tests/specs/zoo.yaml")
+    spec = load_spec(ROOT / "tests/nets/zoo.yaml")
     torch.manual_seed(0)
     fc1 = compile(spec).get_submodule("fc1")
     x = torch.randn(4, 60)

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
-from netspec.document import Document, Loc, read_yaml
+from netspec.spec.document import Document, Loc, read_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.layers import AnyLayer, Init, Name, PosInt
-from netspec.settings import DataConfig, Strict, TrainConfig
+from netspec.spec.layers import AnyLayer, Init, Name, PosInt
+from netspec.spec.settings import DataConfig, Strict, TrainConfig
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ class Spec(Strict):
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
     """Read, override and validate a spec file; every mistake is raised as one SpecError."""
-    from netspec.overrides import apply_overrides
+    from netspec.spec.overrides import apply_overrides
 
     doc = read_yaml(path)
     problems: list[Problem] = []

@@ -15,8 +15,8 @@ from __future__ import annotations
 import networkx as nx
 
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.shapes import Context, LayerProblem, Tensor, fmt, infer
-from netspec.spec import Spec
+from netspec.ir.shapes import Context, LayerProblem, Tensor, fmt, infer
+from netspec.spec.model import Spec
 
 INPUT = "input"
 

@@ -1,0 +1,1 @@
+"""The intermediate form: a networkx graph of typed records, with every shape and count."""

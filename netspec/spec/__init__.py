@@ -1,0 +1,1 @@
+"""The front end: YAML with positions, `--set` overrides, the pydantic models, located errors."""

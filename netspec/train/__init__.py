@@ -1,0 +1,1 @@
+"""The runtime: data, augmentation, optimisers, schedules, the loop, evaluation, checkpoints."""

@@ -12,17 +12,15 @@ edge from each group, and those between different groups are drawn as cross-towe
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import networkx as nx
-
 from netspec.backends import diagram_style as S
 from netspec.errors import UsageError
 from netspec.ir.graph import inputs_of, order
+from netspec.ir.records import NetGraph
 from netspec.ir.shapes import fmt
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -62,10 +60,10 @@ def _shape(shape: tuple[int, ...], towers: int) -> str:
     return fmt((shape[0] // towers, *shape[1:]))
 
 
-def _towers(graph: nx.DiGraph, name: str) -> list[str]:
+def _towers(graph: NetGraph, name: str) -> list[str]:
     """The device groups a node is drawn in: all of them when its channels are split, else none."""
-    node = graph.nodes[name]
-    return list(node["towers"]) if node["split"] and len(node["towers"]) > 1 else []
+    node = graph.node(name)
+    return list(node.towers) if node.split and len(node.towers) > 1 else []
 
 
 def _node_id(name: str, group: str | None) -> str:
@@ -73,7 +71,7 @@ def _node_id(name: str, group: str | None) -> str:
     return f"{name}@{group}" if group else name
 
 
-def fold(graph: nx.DiGraph, compact: bool) -> dict[str, list[str]]:
+def fold(graph: NetGraph, compact: bool) -> dict[str, list[str]]:
     """Each node drawn and the layers it shows, in order: itself, then what --compact folds.
 
     A chain folds while each link has one consumer and one producer, so the edges leaving the
@@ -85,7 +83,7 @@ def fold(graph: nx.DiGraph, compact: bool) -> dict[str, list[str]]:
         if name in folded:
             continue
         chain = [name]
-        layer = graph.nodes[name]["layer"]
+        layer = graph.node(name).layer
         if compact and layer is not None and layer.has_weights:
             while after := _follower(graph, chain[-1]):
                 chain.append(after)
@@ -94,43 +92,43 @@ def fold(graph: nx.DiGraph, compact: bool) -> dict[str, list[str]]:
     return chains
 
 
-def _follower(graph: nx.DiGraph, name: str) -> str | None:
+def _follower(graph: NetGraph, name: str) -> str | None:
     """The layer --compact folds after `name`: its only consumer, when it has no other input."""
     if graph.out_degree(name) != 1:
         return None
     (after,) = graph.successors(name)
-    foldable = graph.in_degree(after) == 1 and graph.nodes[after]["type"] in FOLDABLE
+    foldable = graph.in_degree(after) == 1 and graph.node(after).type in FOLDABLE
     return after if foldable else None
 
 
-def _label(graph: nx.DiGraph, chain: list[str], towers: int) -> Html:
+def _label(graph: NetGraph, chain: list[str], towers: int) -> Html:
     head, *rest = chain
-    lines = [S.summary(head, graph.nodes[head], towers)]
-    folded = [S.summary(n, graph.nodes[n], towers) for n in rest]
+    lines = [S.summary(head, graph.node(head), towers)]
+    folded = [S.summary(n, graph.node(n), towers) for n in rest]
     for i in range(0, len(folded), FOLDED_PER_LINE):
         line = " → ".join(folded[i : i + FOLDED_PER_LINE])
         lines.append(f'<FONT POINT-SIZE="9">→ {line}</FONT>')
     return Html("<BR/>".join(lines))
 
 
-def _tooltip(graph: nx.DiGraph, chain: list[str]) -> str:
+def _tooltip(graph: NetGraph, chain: list[str]) -> str:
     """What an SVG shows on hover: the output and the counts of the layers in the node."""
-    out = fmt(graph.nodes[chain[-1]]["shape"])
-    params = sum(graph.nodes[n]["params"] for n in chain)
-    macs = sum(graph.nodes[n]["macs"] for n in chain)
+    out = fmt(graph.node(chain[-1]).shape)
+    params = sum(graph.node(n).params for n in chain)
+    macs = sum(graph.node(n).macs for n in chain)
     groups = " (all device groups)" if _towers(graph, chain[0]) else ""
     return f"{' → '.join(chain)}: output {out}, {params:,} parameters, {macs:,} MACs{groups}"
 
 
-def to_dot(graph: nx.DiGraph, rankdir: str = "TB", compact: bool = False) -> str:
+def to_dot(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> str:
     """The graph as DOT text: one node per layer (or folded chain), one per group where split."""
     chains = fold(graph, compact)
     drawn_as = {member: head for head, chain in chains.items() for member in chain}
-    groups = graph.graph["device_groups"]
+    groups = graph.net.device_groups
     clusters: dict[str | None, list[str]] = {None: [], **{g: [] for g in groups}}
     for head, chain in chains.items():
         style = {
-            "fillcolor": S.KINDS[graph.nodes[head]["type"]].fill,
+            "fillcolor": S.KINDS[graph.node(head).type].fill,
             "tooltip": _tooltip(graph, chain),
         }
         for group in _towers(graph, head) or [None]:
@@ -145,11 +143,11 @@ def to_dot(graph: nx.DiGraph, rankdir: str = "TB", compact: bool = False) -> str
         for src in inputs_of(graph, head)
         for edge in _edges(graph, drawn_as[src], src, head)
     ]
-    kinds = list(dict.fromkeys(S.KINDS[graph.nodes[h]["type"]] for h in chains))
-    crosses = any(cross for _, _, cross in graph.edges(data="cross"))
+    kinds = list(dict.fromkeys(S.KINDS[graph.node(h).type] for h in chains))
+    crosses = any(graph.edge(a, b).cross for a, b in graph.edges)
     title = Html(S.title(graph, kinds, crosses))
     lines = [
-        f"digraph {_quote(graph.graph['name'])} {{",
+        f"digraph {_quote(graph.net.name)} {{",
         f"  graph {_attrs(rankdir=rankdir, label=title, **S.GRAPH)};",
         f"  node {_attrs(**S.NODE)};",
         f"  edge {_attrs(**S.EDGE)};",
@@ -165,21 +163,21 @@ def to_dot(graph: nx.DiGraph, rankdir: str = "TB", compact: bool = False) -> str
     return "\n".join([*lines, *(f"  {e}" for e in edges), "}", ""])
 
 
-def _edges(graph: nx.DiGraph, drawn_src: str, src: str, dst: str) -> list[str]:
+def _edges(graph: NetGraph, drawn_src: str, src: str, dst: str) -> list[str]:
     """DOT edges for the graph edge src → dst, drawn from the node that shows `src`.
 
     Within one group a layer reads its own group's tensor; a layer that reads every group's
     channels (`cross`) or a shared tensor gets an edge from each node that holds a part.
     """
-    data = graph.edges[src, dst]
+    data = graph.edge(src, dst)
     from_groups, to_groups = _towers(graph, src), _towers(graph, dst)
-    if from_groups and to_groups and not data["cross"]:
+    if from_groups and to_groups and not data.cross:
         pairs = list(zip(from_groups, to_groups, strict=True))
     else:
         pairs = [(a, b) for a in from_groups or [None] for b in to_groups or [None]]
     out = []
     for a, b in pairs:
-        attrs = {"label": _shape(data["shape"], len(from_groups) if a else 1)}
+        attrs = {"label": _shape(data.shape, len(from_groups) if a else 1)}
         if a and b and a != b:
             attrs |= S.CROSS
         out.append(
@@ -195,13 +193,23 @@ def _missing_dot(path: Path) -> str:
     )
 
 
+def output_format(path: Path) -> str:
+    """The format the file's extension names; anything else is the user's mistake."""
+    fmt = path.suffix[1:].lower()
+    if fmt not in FORMATS:
+        raise UsageError(
+            f"cannot tell the format of '{path}': end it in " + ", ".join(f".{f}" for f in FORMATS)
+        )
+    return fmt
+
+
 def render(dot_text: str, path: Path) -> None:
     """Write `path` in the format its extension names; all or nothing, never a partial file.
 
     The output goes to a hidden file in the same folder and is renamed into place, so a
     failing or interrupted `dot` leaves what was there before, if anything.
     """
-    fmt = path.suffix[1:].lower()
+    fmt = output_format(path)
     dot = shutil.which("dot")
     if fmt != "dot" and dot is None:
         raise UsageError(_missing_dot(path))
@@ -225,21 +233,3 @@ def render(dot_text: str, path: Path) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         partial.unlink(missing_ok=True)
-
-
-def run_draw(args: argparse.Namespace) -> int:
-    from netspec import build_graph, load_spec
-    from netspec.cli import print_warnings
-
-    path = Path(args.output)
-    if path.suffix[1:].lower() not in FORMATS:
-        raise UsageError(
-            f"cannot tell the format of '{args.output}': end it in "
-            + ", ".join(f".{f}" for f in FORMATS)
-        )
-    spec = load_spec(args.spec, args.overrides)
-    graph = build_graph(spec)
-    render(to_dot(graph, args.rankdir, args.compact), path)
-    print_warnings(spec, graph)
-    print(f"wrote {path}")
-    return 0

@@ -10,10 +10,8 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import networkx as nx
-
+from netspec.ir.records import NetGraph, Node
 from netspec.ir.shapes import fmt, fmt_pair
 
 
@@ -63,7 +61,7 @@ CLUSTER = {"labeljust": "c", "style": "rounded,dashed", "color": "#9a9a9a"}
 CROSS = {"class": "cross", "color": CROSS_COLOUR, "penwidth": "1.3"}
 
 # A node of the graph (its attribute dict) and how many towers share it → its key parameters.
-Describe = Callable[[dict[str, Any], int], str]
+Describe = Callable[[Node, int], str]
 
 
 def _window(kernel: tuple[int, int], stride: tuple[int, int]) -> str:
@@ -74,62 +72,62 @@ def _padding(padding: tuple[int, int]) -> list[str]:
     return [f"pad {fmt_pair(padding)}"] if any(padding) else []
 
 
-def _count(node: dict[str, Any], towers: int) -> str:
+def _count(node: Node, towers: int) -> str:
     """Output channels or units, read off the graph's shape; a tower holds an equal share."""
-    total = node["shape"][0]
+    total = node.shape[0]
     return f"{total // towers} of {total}" if towers > 1 else str(total)
 
 
-def _conv(node: dict[str, Any], towers: int) -> str:
-    layer = node["layer"]
+def _conv(node: Node, towers: int) -> str:
+    layer = node.layer
     parts = [_window(layer.kernel, layer.stride), _count(node, towers), *_padding(layer.padding)]
     return " · ".join(parts)
 
 
-def _pool(node: dict[str, Any], towers: int) -> str:
-    layer = node["layer"]
+def _pool(node: Node, towers: int) -> str:
+    layer = node.layer
     parts = [_window(layer.kernel, layer.stride or layer.kernel), *_padding(layer.padding)]
     return " · ".join(parts + (["ceil"] if layer.ceil else []))
 
 
-def _none(node: dict[str, Any], towers: int) -> str:
+def _none(node: Node, towers: int) -> str:
     return ""
 
 
 DESCRIBE: dict[str, Describe] = {
-    "input": lambda node, towers: fmt(node["shape"]),
+    "input": lambda node, towers: fmt(node.shape),
     "conv": _conv,
     "linear": _count,
     "relu": _none,
     "tanh": _none,
-    "lrn": lambda node, towers: f"size {node['layer'].size}",
+    "lrn": lambda node, towers: f"size {node.layer.size}",
     "batchnorm": _none,
     "maxpool": _pool,
     "avgpool": _pool,
-    "adaptive_avgpool": lambda node, towers: f"to {fmt(node['layer'].output_size)}",
-    "dropout": lambda node, towers: f"p {node['layer'].p:g}",
+    "adaptive_avgpool": lambda node, towers: f"to {fmt(node.layer.output_size)}",
+    "dropout": lambda node, towers: f"p {node.layer.p:g}",
     "flatten": _none,
     "concat": _none,
     "add": _none,
 }
 
 
-def summary(name: str, node: dict[str, Any], towers: int) -> str:
+def summary(name: str, node: Node, towers: int) -> str:
     """`conv2`, its type and key parameters, as HTML-like label text (escaped)."""
-    kind = node["type"] if node["type"] != name else ""
-    detail = " ".join(p for p in (kind, DESCRIBE[node["type"]](node, towers)) if p)
+    kind = node.type if node.type != name else ""
+    detail = " ".join(p for p in (kind, DESCRIBE[node.type](node, towers)) if p)
     return f"<B>{html.escape(name)}</B> {html.escape(detail)}".rstrip()
 
 
-def title(graph: nx.DiGraph, kinds: list[Kind], cross: bool) -> str:
+def title(graph: NetGraph, kinds: list[Kind], cross: bool) -> str:
     """The name, the totals and the key, as an HTML-like label (escaped)."""
-    g = graph.graph
-    facts = [f"input {fmt(g['input'])}"]
-    if len(g["device_groups"]) > 1:
-        facts.append(f"device groups {', '.join(g['device_groups'])}")
-    facts += [f"{g['params']:,} parameters", f"{g['macs']:,} MACs"]
+    g = graph.net
+    facts = [f"input {fmt(g.input)}"]
+    if len(g.device_groups) > 1:
+        facts.append(f"device groups {', '.join(g.device_groups)}")
+    facts += [f"{g.params:,} parameters", f"{g.macs:,} MACs"]
     rows = [
-        f'<FONT POINT-SIZE="18"><B>{html.escape(g["name"])}</B></FONT>',
+        f'<FONT POINT-SIZE="18"><B>{html.escape(g.name)}</B></FONT>',
         html.escape(" · ".join(facts)),
         _legend(kinds, cross),
     ]

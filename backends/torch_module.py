@@ -9,70 +9,69 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import networkx as nx
 import torch
 from torch import nn
 
 from netspec.backends import torch_layers as T
 from netspec.spec import layers as L
 from netspec.errors import Problem, SpecError
-from netspec.ir.graph import INPUT, inputs_of, order
+from netspec.ir.records import INPUT, NetGraph, Node
 from netspec.spec.layers import Init
 from netspec.ir.registry import LayerTable
 from netspec.spec.model import Spec
 
-Builder = Callable[[dict, int, int], nn.Module]
+Builder = Callable[[Node, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
 builds = BUILDERS.register
 
 
 @builds(L.Conv)
-def _conv(node: dict, in_size: int, groups: int) -> nn.Module:
-    layer: L.Conv = node["layer"]
+def _conv(node: Node, in_size: int, groups: int) -> nn.Module:
+    layer: L.Conv = node.layer
     return nn.Conv2d(
         in_size,
         layer.filters,
         layer.kernel,
         layer.stride,
         layer.padding,
-        groups=node["groups"],
+        groups=node.groups,
         bias=layer.bias,
     )
 
 
 @builds(L.Linear)
-def _linear(node: dict, in_size: int, groups: int) -> nn.Module:
-    units = node["shape"][0]
-    bias = node["layer"].bias
-    if node["groups"] > 1:
-        return T.GroupedLinear(in_size, units, node["groups"], bias, node["flatten"])
-    return (T.FlattenLinear if node["flatten"] else nn.Linear)(in_size, units, bias=bias)
+def _linear(node: Node, in_size: int, groups: int) -> nn.Module:
+    units = node.shape[0]
+    bias = node.layer.bias
+    if node.groups > 1:
+        return T.GroupedLinear(in_size, units, node.groups, bias, node.flatten)
+    return (T.FlattenLinear if node.flatten else nn.Linear)(in_size, units, bias=bias)
 
 
 @builds(L.LRN)
-def _lrn(node: dict, in_size: int, groups: int) -> nn.Module:
-    layer: L.LRN = node["layer"]
+def _lrn(node: Node, in_size: int, groups: int) -> nn.Module:
+    layer: L.LRN = node.layer
     return T.LocalResponseNorm(
         layer.size,
         layer.alpha,
         layer.beta,
         layer.k,
         layer.convention,
-        groups if node["split"] else 1,
+        groups if node.split else 1,
     )
 
 
 @builds(L.MaxPool)
-def _maxpool(node: dict, in_size: int, groups: int) -> nn.Module:
-    layer: L.MaxPool = node["layer"]
+def _maxpool(node: Node, in_size: int, groups: int) -> nn.Module:
+    layer: L.MaxPool = node.layer
     return nn.MaxPool2d(
         layer.kernel, layer.stride or layer.kernel, layer.padding, ceil_mode=layer.ceil
     )
 
 
 @builds(L.AvgPool)
-def _avgpool(node: dict, in_size: int, groups: int) -> nn.Module:
-    layer: L.AvgPool = node["layer"]
+def _avgpool(node: Node, in_size: int, groups: int) -> nn.Module:
+    layer: L.AvgPool = node.layer
     return nn.AvgPool2d(
         layer.kernel,
         layer.stride or layer.kernel,
@@ -83,27 +82,27 @@ def _avgpool(node: dict, in_size: int, groups: int) -> nn.Module:
 
 
 @builds(L.AdaptiveAvgPool)
-def _adaptive(node: dict, in_size: int, groups: int) -> nn.Module:
-    return nn.AdaptiveAvgPool2d(node["layer"].output_size)
+def _adaptive(node: Node, in_size: int, groups: int) -> nn.Module:
+    return nn.AdaptiveAvgPool2d(node.layer.output_size)
 
 
 @builds(L.BatchNorm)
-def _batchnorm(node: dict, in_size: int, groups: int) -> nn.Module:
-    layer: L.BatchNorm = node["layer"]
-    norm = nn.BatchNorm2d if len(node["shape"]) == 3 else nn.BatchNorm1d
-    return norm(node["shape"][0], eps=layer.eps, momentum=layer.momentum)
+def _batchnorm(node: Node, in_size: int, groups: int) -> nn.Module:
+    layer: L.BatchNorm = node.layer
+    norm = nn.BatchNorm2d if len(node.shape) == 3 else nn.BatchNorm1d
+    return norm(node.shape[0], eps=layer.eps, momentum=layer.momentum)
 
 
 @builds(L.Concat)
-def _concat(node: dict, in_size: int, groups: int) -> nn.Module:
-    return T.Concat(groups if node["split"] else 1)
+def _concat(node: Node, in_size: int, groups: int) -> nn.Module:
+    return T.Concat(groups if node.split else 1)
 
 
 BUILDERS.update(
     {
         L.ReLU: lambda node, in_size, groups: nn.ReLU(),
         L.Tanh: lambda node, in_size, groups: nn.Tanh(),
-        L.Dropout: lambda node, in_size, groups: nn.Dropout(node["layer"].p),
+        L.Dropout: lambda node, in_size, groups: nn.Dropout(node.layer.p),
         L.Flatten: lambda node, in_size, groups: nn.Flatten(),
         L.Add: lambda node, in_size, groups: T.Add(),
     }
@@ -121,20 +120,17 @@ WEIGHT_INITS: dict[str, WeightInit | None] = {
 class Network(nn.Module):
     """Runs the graph's layers in order; each spec layer is the submodule of its name."""
 
-    def __init__(self, graph: nx.DiGraph):
+    def __init__(self, graph: NetGraph):
         super().__init__()
-        groups = max(1, len(graph.graph["device_groups"]))
+        groups = max(1, len(graph.net.device_groups))
         self._plan: list[tuple[str, list[str]]] = []
-        for name in order(graph):
-            if name == INPUT:
-                continue
-            node = graph.nodes[name]
-            sources = inputs_of(graph, name)
-            in_shape = graph.nodes[sources[0]]["shape"]
-            in_size = math.prod(in_shape) if node["type"] == "linear" else in_shape[0]
-            self.add_module(name, BUILDERS[type(node["layer"])](node, in_size, groups))
-            self._plan.append((name, sources))
-        self._output = graph.graph["output"]
+        for node in graph.layers():
+            sources = graph.inputs_of(node.name)
+            in_shape = graph.node(sources[0]).shape
+            in_size = math.prod(in_shape) if node.type == "linear" else in_shape[0]
+            self.add_module(node.name, BUILDERS[type(node.layer)](node, in_size, groups))
+            self._plan.append((node.name, sources))
+        self._output = graph.net.output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {INPUT: x}
@@ -161,15 +157,15 @@ def check_names(spec: Spec) -> None:
         raise SpecError(problems)
 
 
-def initialise(model: Network, graph: nx.DiGraph, default: Init) -> None:
+def initialise(model: Network, graph: NetGraph, default: Init) -> None:
     """Apply each weight layer's `init` (or the spec's default) to its weight and bias."""
     with torch.no_grad():
-        for name, _ in model._plan:
-            layer = graph.nodes[name]["layer"]
-            if not layer.has_weights:
+        for node in graph.layers():
+            layer = node.layer
+            if not isinstance(layer, L.WeightLayer):
                 continue
             init = layer.init or default
-            module = model.get_submodule(name)
+            module = model.get_submodule(node.name)
             fill = WEIGHT_INITS[init.weight]
             if fill is not None:
                 fill(module.weight, init)
@@ -178,7 +174,7 @@ def initialise(model: Network, graph: nx.DiGraph, default: Init) -> None:
 
 
 def to_module(
-    graph: nx.DiGraph, default_init: Init, device: str | torch.device | None = None
+    graph: NetGraph, default_init: Init, device: str | torch.device | None = None
 ) -> Network:
     """Build the module; on the `meta` device no weight memory is allocated."""
     with torch.device(device or "cpu"):

@@ -50,7 +50,7 @@ def _schema_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
 
-@command("draw", "draw the network with graphviz", "netspec.backends.diagram:run_draw")
+@command("draw", "draw the network with graphviz", "netspec.cli:run_draw")
 def _draw_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument(
@@ -113,6 +113,22 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_draw(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from netspec import build_graph, load_spec
+    from netspec.backends import diagram
+
+    path = Path(args.output)
+    diagram.output_format(path)  # before reading the spec: a wrong extension is found at once
+    spec = load_spec(args.spec, args.overrides)
+    graph = build_graph(spec)
+    diagram.render(diagram.to_dot(graph, args.rankdir, args.compact), path)
+    print_warnings(spec, graph)
+    print(f"wrote {path}")
+    return 0
+
+
 def _prove_it_compiles(spec, graph) -> None:
     """Build the torch module on the meta device and run it: no weights are allocated."""
     import torch
@@ -122,7 +138,7 @@ def _prove_it_compiles(spec, graph) -> None:
     model = compile(spec, device="meta")
     with torch.no_grad():
         out = model(torch.empty(2, *spec.input, device="meta"))
-    expected = (2, *graph.nodes[graph.graph["output"]]["shape"])
+    expected = (2, *graph.node(graph.net.output).shape)
     if tuple(out.shape) != expected:
         raise RuntimeError(f"torch gives {tuple(out.shape)}, the graph {expected}: a netspec bug")
 

@@ -41,11 +41,11 @@ def test_paper_alexnet_counts_and_shapes():
         + (4096 * 1000 + 1000)
     )
     assert expected == 60_965_224
-    assert graph.graph["params"] == 60_965_224
-    assert graph.graph["macs"] == 724_406_816
-    assert {n: graph.nodes[n]["shape"] for n in PAPER_SHAPES} == PAPER_SHAPES
-    assert graph.graph["warnings"] == []
-    assert [n for n in order(graph) if graph.nodes[n]["type"] == "lrn"] == ["norm1", "norm2"]
+    assert graph.net.params == 60_965_224
+    assert graph.net.macs == 724_406_816
+    assert {n: graph.node(n).shape for n in PAPER_SHAPES} == PAPER_SHAPES
+    assert graph.net.warnings == []
+    assert [n for n in order(graph) if graph.node(n).type == "lrn"] == ["norm1", "norm2"]
     # conv → ReLU → LRN → pool, as the paper (not CaffeNet's swapped order)
     layers = [n for n in order(graph)][1:5]
     assert layers == ["conv1", "relu1", "norm1", "pool1"]
@@ -56,7 +56,7 @@ def test_paper_alexnet_without_groups_has_more_parameters():
         ROOT / "specs/alexnet.yaml",
         ["device_groups=null"] + [f"layers.{n}.connect=all" for n in ("conv2", "conv4", "conv5")],
     )
-    assert build_graph(spec).graph["params"] == 62_378_344
+    assert build_graph(spec).net.params == 62_378_344
 
 
 def test_paper_alexnet_initialisation():
@@ -72,7 +72,7 @@ def test_paper_alexnet_initialisation():
 
 def test_torchvision_alexnet_equivalence():
     spec = load_spec(ROOT / "specs/torchvision-alexnet.yaml")
-    assert build_graph(spec).graph["params"] == 61_100_840
+    assert build_graph(spec).net.params == 61_100_840
     torch.manual_seed(0)
     reference = torchvision.models.alexnet(weights=None).eval()
     assert sum(p.numel() for p in reference.parameters()) == 61_100_840

@@ -1,13 +1,8 @@
-"""From a validated spec to the one intermediate form: a networkx graph of plain data.
+"""From a validated spec to the one intermediate form: a `NetGraph` of typed records.
 
-Nodes are `input` and one per spec layer, with attributes:
-  layer (the pydantic model, None for input), type, index (spec order; -1 for input),
-  shape (output, no batch), split (channels partitioned across device groups),
-  params, macs, groups (grouped conv/linear factor), flatten, warnings,
-  towers (the device groups whose part of the computation the node holds).
-Edges carry `shape` (of the tensor flowing along them), `port` (input position) and
-`cross` (True where a tower's layer reads the other towers' channels).
-The graph carries name, input, classes, device_groups, output, params, macs, warnings.
+Building runs in stages, each of which reports every mistake it finds: add the layers
+(names), wire their inputs (edges), check the structure (cycles, unused outputs), then infer
+every shape, parameter and MAC count through the shape rules.
 """
 
 from __future__ import annotations
@@ -15,172 +10,124 @@ from __future__ import annotations
 import networkx as nx
 
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.ir.shapes import Context, LayerProblem, Tensor, fmt, infer
+from netspec.ir.records import INPUT, Net, NetGraph, Node
+from netspec.ir.shapes import Context, Inferred, LayerProblem, Tensor, fmt, infer
+from netspec.spec.layers import Layer
 from netspec.spec.model import Spec
 
-INPUT = "input"
+__all__ = ["INPUT", "NetGraph", "build_graph", "inputs_of", "located_warnings", "order"]
 
 
-def build_graph(spec: Spec) -> nx.DiGraph:
+def build_graph(spec: Spec) -> NetGraph:
     """Wire the layers, check the structure, infer every shape; all mistakes raised at once."""
-    graph = nx.DiGraph(
-        name=spec.name,
-        input=tuple(spec.input),
-        classes=spec.classes,
-        device_groups=list(spec.groups),
-        output=spec.layers[-1].name,
+    graph = NetGraph(
+        net=Net(
+            name=spec.name,
+            input=tuple(spec.input),
+            classes=spec.classes,
+            device_groups=list(spec.groups),
+            output=spec.layers[-1].name,
+        )
     )
-    towers = spec.groups or []
-    graph.add_node(
-        INPUT,
-        layer=None,
-        type="input",
-        index=-1,
-        shape=tuple(spec.input),
-        split=False,
-        params=0,
-        macs=0,
-        groups=1,
-        flatten=False,
-        warnings=[],
-        towers=towers,
+    graph.add_record(
+        Node(INPUT, "input", -1, None, shape=tuple(spec.input), towers=list(spec.groups))
     )
-    problems = _wire(spec, graph)
+    problems = _add_layers(spec, graph)
+    problems += _wire(spec, graph)
+    if problems:
+        raise SpecError(problems)
+    problems = _check_structure(spec, graph)
     if problems:
         raise SpecError(problems)
     problems = _infer_shapes(spec, graph)
-    graph.graph["warnings"] = [
-        (n, w) for n in order(graph) for w in graph.nodes[n].get("warnings", [])
-    ]
+    net = graph.net
+    net.warnings = [(n.name, w) for n in graph.layers() for w in n.warnings]
     if problems:
         raise SpecError(problems, located_warnings(spec, graph))
-    graph.graph["params"] = sum(d["params"] for _, d in graph.nodes(data=True))
-    graph.graph["macs"] = sum(d["macs"] for _, d in graph.nodes(data=True))
+    net.params = sum(n.params for n in graph.layers())
+    net.macs = sum(n.macs for n in graph.layers())
     return graph
 
 
-def located_warnings(spec: Spec, graph: nx.DiGraph) -> list[str]:
+def located_warnings(spec: Spec, graph: NetGraph) -> list[str]:
     """Each warning as a line like an error's: where it was written, the layer, the text."""
     lines = []
-    for name, message in graph.graph["warnings"]:
-        i = graph.nodes[name]["index"]
+    for name, message in graph.net.warnings:
+        i = graph.node(name).index
         lines.append(f"{spec.where(('layers', i))}: warning: {spec.layer_context(i)}: {message}")
     return lines
 
 
-def inputs_of(graph: nx.DiGraph, name: str) -> list[str]:
+def inputs_of(graph: NetGraph, name: str) -> list[str]:
     """The layers `name` reads, in the order of its `inputs`."""
-    return sorted(graph.predecessors(name), key=lambda s: graph.edges[s, name]["port"])
+    return graph.inputs_of(name)
 
 
-def order(graph: nx.DiGraph) -> list[str]:
-    """Layers in an order they can run, following the spec's order where it is free to."""
-    return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["index"]))
+def order(graph: NetGraph) -> list[str]:
+    """Nodes in an order they can run, following the spec's order where it is free to."""
+    return graph.order()
 
 
-def _wire(spec: Spec, graph: nx.DiGraph) -> list[Problem]:
+def _problem(spec: Spec, i: int, message: str, *loc: str | int) -> Problem:
+    """A mistake in layer `i`, located at the layer or at `loc` inside it."""
+    return Problem(spec.where(("layers", i, *loc)), message, spec.layer_context(i))
+
+
+def _add_layers(spec: Spec, graph: NetGraph) -> list[Problem]:
+    """One node per layer; a reserved or repeated name is a mistake and gets no node."""
     problems: list[Problem] = []
-    seen: dict[str, int] = {}
+    first: dict[str, int] = {}
     for i, layer in enumerate(spec.layers):
-        at = spec.where(("layers", i, "name"))
         if layer.name == INPUT:
             problems.append(
-                Problem(
-                    at,
-                    f"'{INPUT}' names the spec's input; rename this layer",
-                    spec.layer_context(i),
-                )
+                _problem(spec, i, f"'{INPUT}' names the spec's input; rename this layer", "name")
             )
-        elif layer.name in seen:
-            first = spec.where(("layers", seen[layer.name], "name"))
-            problems.append(
-                Problem(
-                    at,
-                    f"duplicate layer name '{layer.name}' (first at {first}); "
-                    "layer names must be unique",
-                    spec.layer_context(i),
-                )
-            )
+        elif layer.name in first:
+            at = spec.where(("layers", first[layer.name], "name"))
+            message = f"duplicate layer name '{layer.name}' (first at {at}); "
+            problems.append(_problem(spec, i, message + "layer names must be unique", "name"))
         else:
-            seen[layer.name] = i
-            graph.add_node(layer.name, layer=layer, type=layer.type, index=i)
-    known = [INPUT, *seen]
-    for i, layer in enumerate(spec.layers):
-        if seen.get(layer.name) != i:
-            continue
-        names = (
-            layer.inputs if layer.inputs is not None else [spec.layers[i - 1].name if i else INPUT]
-        )
-        problem = _arity(layer, len(names))
-        if problem:
-            problems.append(
-                Problem(spec.where(("layers", i, "inputs")), problem, spec.layer_context(i))
-            )
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            problems.append(
-                Problem(
-                    spec.where(("layers", i, "inputs")),
-                    f"inputs names {', '.join(repeated)} more than once; each input is read once",
-                    spec.layer_context(i),
-                )
-            )
-        for port, src in enumerate(names):
-            if src == layer.name:
-                problems.append(
-                    Problem(
-                        spec.where(("layers", i, "inputs", port)),
-                        "a layer cannot take its own output",
-                        spec.layer_context(i),
-                    )
-                )
-            elif src not in seen and src != INPUT:
-                problems.append(
-                    Problem(
-                        spec.where(("layers", i, "inputs", port)),
-                        f"no layer named '{src}'{did_you_mean(src, known)}",
-                        spec.layer_context(i),
-                    )
-                )
-            else:
-                graph.add_edge(src, layer.name, port=port)
-    if problems:
-        return problems
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        first = min((v for _, v in cycle), key=lambda n: graph.nodes[n]["index"])
-        path = " → ".join([u for u, _ in cycle] + [cycle[0][0]])
-        i = graph.nodes[first]["index"]
-        problems.append(
-            Problem(
-                spec.where(("layers", i, "inputs")),
-                f"the layers form a cycle: {path}; a network must flow one way",
-                spec.layer_context(i),
-            )
-        )
-        return problems
-    output = spec.layers[-1].name
-    for name in [INPUT, *seen]:
-        if name != output and graph.out_degree(name) == 0:
-            if name == INPUT:
-                problems.append(Problem(spec.where(("input",)), "no layer reads the input"))
-                continue
-            i = seen[name]
-            problems.append(
-                Problem(
-                    spec.where(("layers", i, "name")),
-                    f"the output of '{name}' is never used; only the last layer ('{output}') may "
-                    "be unused: name it in a later layer's inputs, or remove it",
-                    spec.layer_context(i),
-                )
-            )
+            first[layer.name] = i
+            graph.add_record(Node(layer.name, layer.type, i, layer))
     return problems
 
 
-def _arity(layer, count: int) -> str | None:
+def _sources(spec: Spec, i: int) -> list[str]:
+    """The names layer `i` reads: its `inputs`, else the layer before it (or the input)."""
+    layer = spec.layers[i]
+    if layer.inputs is not None:
+        return layer.inputs
+    return [spec.layers[i - 1].name if i else INPUT]
+
+
+def _wire(spec: Spec, graph: NetGraph) -> list[Problem]:
+    """An edge for every input each layer names; wrong counts and unknown names reported."""
+    problems: list[Problem] = []
+    for node in [graph.node(n) for n in graph.nodes if n != INPUT]:  # spec order
+        assert node.layer is not None
+        i, names = node.index, _sources(spec, node.index)
+        arity = _arity(node.layer, len(names))
+        if arity:
+            problems.append(_problem(spec, i, arity, "inputs"))
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            message = f"inputs names {', '.join(repeated)} more than once; each input is read once"
+            problems.append(_problem(spec, i, message, "inputs"))
+        for port, src in enumerate(names):
+            if src == node.name:
+                problems.append(
+                    _problem(spec, i, "a layer cannot take its own output", "inputs", port)
+                )
+            elif src not in graph:
+                known = list(graph.nodes)
+                message = f"no layer named '{src}'{did_you_mean(src, known)}"
+                problems.append(_problem(spec, i, message, "inputs", port))
+            else:
+                graph.connect(src, node.name, port)
+    return problems
+
+
+def _arity(layer: Layer, count: int) -> str | None:
     if layer.joins and count < 2:
         return f"{layer.type} joins two or more inputs, got {count}; list them in inputs: [a, b]"
     if not layer.joins and count != 1:
@@ -191,55 +138,75 @@ def _arity(layer, count: int) -> str | None:
     return None
 
 
-def _infer_shapes(spec: Spec, graph: nx.DiGraph) -> list[Problem]:
+def _check_structure(spec: Spec, graph: NetGraph) -> list[Problem]:
+    """The wired graph must flow one way, and every output but the last must be read."""
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return _unused(spec, graph)
+    first = graph.node(min((v for _, v in cycle), key=lambda n: graph.node(n).index))
+    path = " → ".join([u for u, _ in cycle] + [cycle[0][0]])
+    message = f"the layers form a cycle: {path}; a network must flow one way"
+    return [_problem(spec, first.index, message, "inputs")]
+
+
+def _unused(spec: Spec, graph: NetGraph) -> list[Problem]:
+    output = graph.net.output
+    problems = []
+    for name in graph.nodes:
+        if name == output or graph.out_degree(name):
+            continue
+        if name == INPUT:
+            problems.append(Problem(spec.where(("input",)), "no layer reads the input"))
+            continue
+        message = (
+            f"the output of '{name}' is never used; only the last layer ('{output}') may "
+            "be unused: name it in a later layer's inputs, or remove it"
+        )
+        problems.append(_problem(spec, graph.node(name).index, message, "name"))
+    return problems
+
+
+def _infer_shapes(spec: Spec, graph: NetGraph) -> list[Problem]:
+    """Each layer's shape from its inputs' in running order; a layer downstream of a failed
+    one is skipped, so one mistake is reported once."""
     ctx = Context(groups=max(1, len(spec.groups)), classes=spec.classes, spec_input=INPUT)
     problems: list[Problem] = []
     failed: set[str] = set()
-    for name in order(graph):
-        node = graph.nodes[name]
-        if name == INPUT:
-            continue
-        sources = inputs_of(graph, name)
+    for node in graph.layers():
+        sources = graph.inputs_of(node.name)
         if failed.intersection(sources):
-            failed.add(name)
+            failed.add(node.name)
             continue
-        ins = [Tensor(graph.nodes[s]["shape"], graph.nodes[s]["split"], s) for s in sources]
         try:
-            result = infer(node["layer"], ins, ctx)
+            result = _infer_one(graph, node, sources, ctx)
         except LayerProblem as exc:
-            failed.add(name)
-            i = node["index"]
-            problems.append(Problem(spec.where(("layers", i)), str(exc), spec.layer_context(i)))
+            failed.add(node.name)
+            problems.append(_problem(spec, node.index, str(exc)))
             continue
-        if min(result.shape) < 1:
-            failed.add(name)
-            i = node["index"]
-            problems.append(
-                Problem(
-                    spec.where(("layers", i)),
-                    f"the output shape {fmt(result.shape)} is empty",
-                    spec.layer_context(i),
-                )
-            )
-            continue
-        node.update(
-            shape=result.shape,
-            split=result.split,
-            params=result.params,
-            macs=result.macs,
-            groups=result.groups,
-            flatten=result.flatten,
-            warnings=result.warnings,
-            towers=list(spec.groups),
-        )
-        for src in sources:
-            graph.edges[src, name].update(
-                shape=graph.nodes[src]["shape"],
-                cross=bool(
-                    ctx.groups > 1
-                    and node["layer"].has_weights
-                    and result.groups == 1
-                    and graph.nodes[src]["split"]
-                ),
-            )
+        _record(graph, node, sources, result, ctx)
     return problems
+
+
+def _infer_one(graph: NetGraph, node: Node, sources: list[str], ctx: Context) -> Inferred:
+    assert node.layer is not None
+    ins = [Tensor(graph.node(s).shape, graph.node(s).split, s) for s in sources]
+    result = infer(node.layer, ins, ctx)
+    if min(result.shape) < 1:
+        raise LayerProblem(f"the output shape {fmt(result.shape)} is empty")
+    return result
+
+
+def _record(
+    graph: NetGraph, node: Node, sources: list[str], result: Inferred, ctx: Context
+) -> None:
+    """Store what the shape rule found on the node and on the edges into it."""
+    node.shape, node.split, node.groups = result.shape, result.split, result.groups
+    node.params, node.macs, node.flatten = result.params, result.macs, result.flatten
+    node.warnings = result.warnings
+    node.towers = list(graph.net.device_groups)
+    for src in sources:
+        edge = graph.edge(src, node.name)
+        edge.shape = graph.node(src).shape
+        edge.cross = ctx.groups > 1 and node.has_weights and result.groups == 1
+        edge.cross = edge.cross and graph.node(src).split

@@ -4,56 +4,53 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
-
-from netspec.ir.graph import INPUT, inputs_of
+from netspec.ir.records import INPUT, NetGraph
 from netspec.ir.shapes import fmt
 
 
-def connectivity(graph: nx.DiGraph, name: str) -> str:
+def connectivity(graph: NetGraph, name: str) -> str:
     """How a layer relates to the device groups: the paper's `connect` and per-group work."""
-    towers = len(graph.graph["device_groups"])
-    node = graph.nodes[name]
-    if towers < 2:
+    node = graph.node(name)
+    if len(graph.net.device_groups) < 2:
         return "-"
     if name == INPUT:
         return "shared"
-    if node["layer"].has_weights:
-        if node["groups"] > 1:
+    if node.has_weights:
+        if node.groups > 1:
             return "group"
-        crosses = any(graph.edges[s, name]["cross"] for s in graph.predecessors(name))
+        crosses = any(graph.edge(s, name).cross for s in graph.predecessors(name))
         return "all ⇄" if crosses else "all"
-    return "per group" if node["split"] else "shared"
+    return "per group" if node.split else "shared"
 
 
-def to_json(graph: nx.DiGraph) -> dict[str, Any]:
+def to_json(graph: NetGraph) -> dict[str, Any]:
     layers = [
         {
-            "name": n,
-            "type": graph.nodes[n]["type"],
-            "inputs": inputs_of(graph, n),
-            "output_shape": list(graph.nodes[n]["shape"]),
-            "params": graph.nodes[n]["params"],
-            "macs": graph.nodes[n]["macs"],
-            "connectivity": connectivity(graph, n),
+            "name": n.name,
+            "type": n.type,
+            "inputs": graph.inputs_of(n.name),
+            "output_shape": list(n.shape),
+            "params": n.params,
+            "macs": n.macs,
+            "connectivity": connectivity(graph, n.name),
         }
-        for n in sorted(graph, key=lambda n: graph.nodes[n]["index"])  # spec order
-        if n != INPUT
+        for n in sorted(graph.layers(), key=lambda n: n.index)  # spec order
     ]
+    net = graph.net
     return {
-        "name": graph.graph["name"],
-        "input": list(graph.graph["input"]),
-        "classes": graph.graph["classes"],
-        "device_groups": graph.graph["device_groups"],
-        "params": graph.graph["params"],
-        "macs": graph.graph["macs"],
-        "output": graph.graph["output"],
+        "name": net.name,
+        "input": list(net.input),
+        "classes": net.classes,
+        "device_groups": net.device_groups,
+        "params": net.params,
+        "macs": net.macs,
+        "output": net.output,
         "layers": layers,
-        "warnings": [{"layer": n, "message": w} for n, w in graph.graph["warnings"]],
+        "warnings": [{"layer": n, "message": w} for n, w in net.warnings],
     }
 
 
-def format_table(graph: nx.DiGraph) -> str:
+def format_table(graph: NetGraph) -> str:
     info = to_json(graph)
     groups = info["device_groups"]
     head = f"{info['name']}: input {fmt(tuple(info['input']))}"

@@ -72,7 +72,7 @@ def options_for(spec: Spec, device: torch.device) -> Options:
 
 def check_data_fits(spec: Spec, folder: Path, classes: list[str]) -> None:
     graph = build_graph(spec)
-    units = graph.nodes[graph.graph["output"]]["shape"][0]
+    units = graph.node(graph.net.output).shape[0]
     if len(classes) != units:
         shown = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
         raise UsageError(

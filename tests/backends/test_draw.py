@@ -139,9 +139,9 @@ def text(label: str) -> str:
 
 def expected_shape(graph, src: str, dst: str) -> str:
     """The graph's edge shape, per tower (channels divided) where the tensor is split."""
-    shape = graph.edges[src, dst]["shape"]
-    if graph.nodes[src]["split"] and len(graph.graph["device_groups"]) > 1:
-        shape = (shape[0] // len(graph.graph["device_groups"]), *shape[1:])
+    shape = graph.edge(src, dst).shape
+    if graph.node(src).split and len(graph.net.device_groups) > 1:
+        shape = (shape[0] // len(graph.net.device_groups), *shape[1:])
     return "×".join(map(str, shape))
 
 
@@ -236,8 +236,8 @@ def test_rankdir_and_title():
     assert draw()[0].attrs["rankdir"] == "TB"
     title = text(dot.attrs["label"])
     assert "alexnet" in title
-    assert f"{graph.graph['params']:,} parameters" in title
-    assert f"{graph.graph['macs']:,} MACs" in title
+    assert f"{graph.net.params:,} parameters" in title
+    assert f"{graph.net.macs:,} MACs" in title
     assert "crosses device groups" in title
     assert "crosses" not in text(draw(TORCHVISION)[0].attrs["label"])
 
@@ -252,7 +252,7 @@ def test_tower_nodes_show_their_share():
 
 def test_names_are_quoted_and_escaped():
     graph = build_graph(load_spec(PAPER))
-    graph.graph["name"] = 'say "hi" \\ <b>&'
+    graph.net.name = 'say "hi" \\ <b>&'
     dot = parse_dot(diagram.to_dot(graph))
     assert dot.name == 'say "hi" \\ <b>&'
     assert 'say "hi" \\ <b>&' in text(dot.attrs["label"])

@@ -63,7 +63,7 @@ def test_grouped_layers_compile_to_grouped_convolutions():
     groups = {n: model.get_submodule(n).groups for n in ("conv1", "conv2", "conv3", "conv4")}
     assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2}
     graph = build_graph(spec)
-    assert graph.nodes["norm1"]["split"] and not graph.nodes["input"]["split"]
+    assert graph.node("norm1").split and not graph.node("input").split
     assert model.get_submodule("norm1").groups == 2
 
 

@@ -31,10 +31,10 @@ def test_static_shapes_and_params_match_real_module(path):
     for name in order(graph):
         if name == INPUT:
             continue
-        assert seen[name] == (2, *graph.nodes[name]["shape"]), name
+        assert seen[name] == (2, *graph.node(name).shape), name
         real = sum(p.numel() for p in model.get_submodule(name).parameters())
-        assert real == graph.nodes[name]["params"], name
-    assert sum(p.numel() for p in model.parameters()) == graph.graph["params"]
+        assert real == graph.node(name).params, name
+    assert sum(p.numel() for p in model.parameters()) == graph.net.params
 
 
 @pytest.mark.parametrize("batch", [1, 5])

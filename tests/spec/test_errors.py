@@ -129,7 +129,7 @@ def test_merge_keys(tmp_path: Path):
     conv2, conv3 = spec.layers[1], spec.layers[2]
     assert (conv2.type, conv2.filters, conv2.kernel, conv2.padding) == ("conv", 16, (3, 3), (1, 1))
     assert (conv3.name, conv3.filters, conv3.kernel) == ("conv3", 4, (5, 5))  # first merge wins
-    assert graph.nodes["conv3"]["shape"] == (4, 30, 30)
+    assert graph.node("conv3").shape == (4, 30, 30)
 
 
 def test_alias(tmp_path: Path):
@@ -242,7 +242,7 @@ def test_window_that_does_not_tile_is_a_warning():
 
 def test_window_warning_in_the_graph(tmp_path: Path):
     _, graph = build(tmp_path, TINY.replace("kernel: 3}", "kernel: 3, stride: 2}"))
-    ((name, message),) = graph.graph["warnings"]
+    ((name, message),) = graph.net.warnings
     assert name == "conv1"
     assert "1 row and 1 column" in message and "[3, 33, 33]" in message
 
@@ -307,11 +307,11 @@ def test_set_every_bad_override_reported_at_once():
 def test_set_changes_the_graph():
     before = build_graph(load_spec(ALEXNET))
     after = build_graph(load_spec(ALEXNET, ["classes=10", "layers.conv1.filters=64"]))
-    assert before.nodes["fc8"]["shape"] == (1000,)
-    assert after.nodes["fc8"]["shape"] == (10,)
-    assert before.nodes["conv1"]["params"] == 96 * 3 * 11 * 11 + 96
-    assert after.nodes["conv1"]["params"] == 64 * 3 * 11 * 11 + 64
-    assert after.nodes["conv1"]["shape"] == (64, 55, 55)
+    assert before.node("fc8").shape == (1000,)
+    assert after.node("fc8").shape == (10,)
+    assert before.node("conv1").params == 96 * 3 * 11 * 11 + 96
+    assert after.node("conv1").params == 64 * 3 * 11 * 11 + 64
+    assert after.node("conv1").shape == (64, 55, 55)
 
 
 def test_set_a_layer_by_index_and_a_list_item():

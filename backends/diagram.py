@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from netspec.backends import diagram_style as S
+
 from netspec.errors import UsageError
 from netspec.ir.graph import inputs_of, order
 from netspec.ir.records import NetGraph

@@ -10,14 +10,14 @@ import math
 from collections.abc import Callable
 
 import torch
+from netspec.backends import torch_layers as T
 from torch import nn
 
-from netspec.backends import torch_layers as T
-from netspec.spec import layers as L
 from netspec.errors import Problem, SpecError
 from netspec.ir.records import INPUT, NetGraph, Node
-from netspec.spec.layers import Init
 from netspec.ir.registry import LayerTable
+from netspec.spec import layers as L
+from netspec.spec.layers import Init
 from netspec.spec.model import Spec
 
 Builder = Callable[[Node, int, int], nn.Module]

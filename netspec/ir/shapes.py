@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netspec.spec import layers as L
 from netspec.ir.registry import LayerTable
+from netspec.spec import layers as L
 
 
 @dataclass(frozen=True)

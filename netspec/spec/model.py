@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
-from netspec.spec.document import Document, Loc, read_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
+from netspec.spec.document import Document, Loc, read_yaml
 from netspec.spec.layers import AnyLayer, Init, Name, PosInt
 from netspec.spec.settings import DataConfig, Strict, TrainConfig
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from netspec.spec.document import Document, Loc, parse_yaml
 from netspec.errors import Problem, SpecError, did_you_mean
+from netspec.spec.document import Document, Loc, parse_yaml
 
 
 def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:

@@ -28,6 +28,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from netspec.atomic import atomic_write
+from netspec.errors import UsageError
+from netspec.spec.settings import DataConfig
 from netspec.train.augment import (
     EvalTransform,
     Stats,
@@ -38,8 +40,6 @@ from netspec.train.augment import (
     seed_worker,
     to_tensor,
 )
-from netspec.errors import UsageError
-from netspec.spec.settings import DataConfig
 from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})

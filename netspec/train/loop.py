@@ -24,16 +24,16 @@ from torch import nn
 
 from netspec import build_graph, compile, load_spec
 from netspec.atomic import atomic_write
+from netspec.errors import Problem, SpecError, UsageError
+from netspec.spec.model import Spec
 from netspec.train.augment import Stats, needs_stats
 from netspec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from netspec.train.curves import draw_curves
 from netspec.train.data import loader, open_data, open_val, resolve_data_dir
-from netspec.errors import Problem, SpecError, UsageError
 from netspec.train.evaluate import Options, evaluate
 from netspec.train.optim import make_optimizer
 from netspec.train.progress import Progress
 from netspec.train.schedule import apply_lr, make_schedule
-from netspec.spec.model import Spec
 
 
 class Diverged(Exception):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from netspec.backends import diagram, diagram_style
+
 from netspec import build_graph, load_spec
 from netspec.cli import main
 from netspec.spec.layers import LAYER_TYPES

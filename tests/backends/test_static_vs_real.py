@@ -56,8 +56,9 @@ def test_meta_compile_allocates_no_weights():
 
 def test_every_layer_type_has_a_rule_a_builder_and_a_test():
     from netspec.backends.torch_module import BUILDERS
-    from netspec.spec.layers import LAYER_MODELS, LAYER_TYPES
+
     from netspec.ir.shapes import RULES
+    from netspec.spec.layers import LAYER_MODELS, LAYER_TYPES
     from tests.conftest import ROOT
 
     assert set(RULES) == set(LAYER_MODELS) == set(BUILDERS)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from netspec.spec.settings import DataConfig
 from netspec.train.augment import (
     IMAGENET_PCA,
     EvalTransform,
@@ -17,7 +18,6 @@ from netspec.train.augment import (
     rescale_and_center,
     ten_crop,
 )
-from netspec.spec.settings import DataConfig
 
 
 def coords(h: int, w: int, channels: int = 3) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from netspec.spec.settings import TrainConfig
 from netspec.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -23,7 +24,6 @@ from netspec.train.checkpoint import (
 )
 from netspec.train.optim import make_optimizer
 from netspec.train.schedule import make_schedule
-from netspec.spec.settings import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 4_000_000  # 16 MB per save: a write takes long enough to be killed in the middle

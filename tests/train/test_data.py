@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 
 import netspec.train.data
 import netspec.train.shapes_data
+from netspec.spec.settings import DataConfig
 from netspec.train.augment import TrainTransform
 from netspec.train.data import DataError, open_data, open_split, resolve_data_dir
-from netspec.spec.settings import DataConfig
 from netspec.train.shapes_data import CLASSES, ensure_shapes
 
 

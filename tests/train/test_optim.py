@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
+from netspec.spec.settings import TrainConfig
 from netspec.train.optim import PaperSGD, make_optimizer
 from netspec.train.schedule import apply_lr
-from netspec.spec.settings import TrainConfig
 
 W0 = [1.0, -2.0]
 GRADS = [[0.5, -1.0], [0.25, 0.75], [-0.5, 0.125], [1.0, 1.0]]

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from netspec.spec import settings
-from netspec.train.schedule import SCHEDULES, LRSchedule, make_schedule
 from netspec.spec.settings import (
     ConstantSchedule,
     CosineSchedule,
@@ -18,6 +17,7 @@ from netspec.spec.settings import (
     StepSchedule,
     TrainConfig,
 )
+from netspec.train.schedule import SCHEDULES, LRSchedule, make_schedule
 
 
 def lrs(schedule: LRSchedule, errors: list[float]) -> list[float]:

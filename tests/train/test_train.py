@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from netspec import compile, load_spec
+from netspec.errors import UsageError
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.data import open_data
-from netspec.errors import UsageError
 from netspec.train.evaluate import Options, evaluate
 from netspec.train.loop import Diverged, Run, options_for, train
 from netspec.train.schedule import apply_lr

@@ -16,12 +16,13 @@ import errno
 from pathlib import Path
 
 import graphviz
-from netspec.backends import diagram_style as S
 
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 from netspec.ir.records import NetGraph
 from netspec.ir.shapes import fmt
+
+from . import diagram_style as S
 
 FORMATS = ("svg", "png", "pdf", "dot")
 # What --compact folds into the weight layer before it, as papers draw a conv block.
@@ -55,7 +56,8 @@ def digraph(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> grap
     dot = _canvas(graph, chains, rankdir)
     clusters = {g: _cluster(g) for g in graph.net.device_groups}
     for head, chain in chains.items():
-        for group in _towers(graph, head) or [None]:
+        groups: list[str | None] = [*_towers(graph, head)] or [None]
+        for group in groups:
             target = clusters[group] if group else dot
             target.node(_node_id(head, group), **_node_attrs(graph, chain, group))
     for cluster in clusters.values():

@@ -7,15 +7,16 @@ import pkgutil
 import subprocess
 import sys
 
-import netspec.backends
+import pytest
 
 import netspec
+from netspec import backends
 
 
 def every_module() -> list[str]:
     """netspec's modules, and those of netspec.backends (installed from its own folder)."""
     names = ["netspec", "netspec.backends"]
-    for package in (netspec, netspec.backends):
+    for package in (netspec, backends):
         names += [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
     return sorted({n for n in names if n != "netspec.__main__"})  # __main__ runs the CLI
 
@@ -26,6 +27,7 @@ def test_every_module_is_found():
         assert expected in names
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, torchvision and matplotlib
 def test_importing_every_module_prints_nothing_and_keeps_the_backend(tmp_path):
     script = (
         "import importlib, sys\n"

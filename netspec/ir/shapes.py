@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
@@ -46,7 +47,19 @@ class Context:
 
 Rule = Callable[[L.Layer, list[Tensor], Context], Inferred]
 RULES: LayerTable[Rule] = LayerTable("shape rule")
-rule = RULES.register
+LayerT = TypeVar("LayerT", bound=L.Layer)
+RuleFor = Callable[[LayerT, list[Tensor], Context], Inferred]
+
+
+def rule(*models: type[LayerT]) -> Callable[[RuleFor[LayerT]], RuleFor[LayerT]]:
+    """Register the shape rule of `models`; a type checker sees that it takes each of them."""
+
+    def add(fn: RuleFor[LayerT]) -> RuleFor[LayerT]:
+        # `infer` calls it only with a layer of one of `models`, found by its exact type
+        RULES.register(*models)(cast(Rule, fn))
+        return fn
+
+    return add
 
 
 def infer(layer: L.Layer, inputs: list[Tensor], ctx: Context) -> Inferred:
@@ -67,7 +80,8 @@ def _image(layer: L.Layer, t: Tensor) -> tuple[int, int, int]:
         raise LayerProblem(
             f"{layer.type} needs a C×H×W input, but '{t.source}' gives {fmt(t.shape)}"
         )
-    return t.shape  # type: ignore[return-value]
+    c, h, w = t.shape
+    return c, h, w
 
 
 def _divides(groups: int, count: int, what: str) -> None:

@@ -132,9 +132,9 @@ class _Converter:
             return None
         self.active.add(id(node))
         try:
-            if isinstance(node, yaml.SequenceNode):
-                return [self.convert(item, (*loc, i)) for i, item in enumerate(node.value)]
-            return self.mapping(node, loc)
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, loc)
+            return [self.convert(item, (*loc, i)) for i, item in enumerate(node.value)]
         finally:
             self.active.discard(id(node))
 

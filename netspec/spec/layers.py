@@ -7,7 +7,8 @@ back end. Field names follow the paper and torch where they agree (`filters`, `k
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
@@ -19,8 +20,8 @@ PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
-def _pair(minimum: int) -> Any:
-    """An int or `[height, width]`, stored as a (height, width) tuple."""
+def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
+    """Validator of an int or `[height, width]`, stored as a (height, width) tuple."""
 
     def check(value: Any) -> tuple[int, int]:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -37,7 +38,11 @@ def _pair(minimum: int) -> Any:
             )
         return (value[0], value[1])
 
-    schema = {
+    return check
+
+
+def _pair_schema(minimum: int) -> dict[str, Any]:
+    return {
         "anyOf": [
             {"type": "integer", "minimum": minimum},
             {
@@ -48,11 +53,10 @@ def _pair(minimum: int) -> Any:
             },
         ]
     }
-    return Annotated[tuple[int, int], BeforeValidator(check), WithJsonSchema(schema)]
 
 
-Window = _pair(1)
-Padding = _pair(0)
+Window = Annotated[tuple[int, int], BeforeValidator(_pair(1)), WithJsonSchema(_pair_schema(1))]
+Padding = Annotated[tuple[int, int], BeforeValidator(_pair(0)), WithJsonSchema(_pair_schema(0))]
 
 
 class Init(Strict):
@@ -69,6 +73,9 @@ class Init(Strict):
 
 
 class Layer(Strict):
+    if TYPE_CHECKING:
+        type: str  # each layer model declares its own `type` tag, a Literal
+
     name: Name
     inputs: list[Name] | None = Field(
         None, description="layers whose outputs this one takes; default: the previous layer"
@@ -186,7 +193,7 @@ LAYER_MODELS: tuple[type[Layer], ...] = (
     BatchNorm,
 )
 LAYER_TYPES: dict[str, type[Layer]] = {
-    m.model_fields["type"].annotation.__args__[0]: m for m in LAYER_MODELS
+    get_args(m.model_fields["type"].annotation)[0]: m for m in LAYER_MODELS
 }
 
 AnyLayer = Annotated[

@@ -224,6 +224,8 @@ def seed_worker(worker_id: int) -> None:
     again for the same loader generator seed, which is what exact resume needs.
     """
     info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
+    if info is None:  # called outside a worker: nothing to reseed
+        return
+    transform = getattr(info.dataset, "transform", None)
     if isinstance(transform, TrainTransform):
         transform.reseed(info.seed)

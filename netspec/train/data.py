@@ -90,8 +90,9 @@ class ImageSplit(ImageFolder):
         loader = functools.partial(load_image, resize=resize)
         super().__init__(folder, loader=loader, is_valid_file=self._is_image, allow_empty=True)
         by_class = sorted((c, Path(p)) for p, c in self.samples)
-        self.samples = self.imgs = [(p, c) for c, p in by_class]
-        self.targets = [c for c, _ in by_class]
+        self.samples: list[tuple[Path, int]] = [(p, c) for c, p in by_class]
+        self.imgs = self.samples
+        self.targets: list[int] = [c for c, _ in by_class]
         self.transform: TrainTransform | EvalTransform | None = None
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
@@ -195,7 +196,9 @@ class Data:
         """Shuffled, augmented batches (float B×3×crop×crop) for one epoch, reproducible from
         (seed, epoch) whatever came before: iterate it once, make a new one next epoch."""
         loader_seed, main_seed = epoch_seeds(seed, epoch)
-        self.train_set.transform.reseed(main_seed)  # workers reseed their copies themselves
+        transform = self.train_set.transform
+        assert isinstance(transform, TrainTransform), "open_data gives train a TrainTransform"
+        transform.reseed(main_seed)  # workers reseed their copies themselves
         generator = torch.Generator().manual_seed(loader_seed)
         return loader(self.train_set, batch_size, self.workers, generator)
 

@@ -72,7 +72,7 @@ def _draw_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("train", "train a spec on an image folder", "netspec.train.loop:run_train")
+@command("train", "train a spec on an image folder", "netspec.train.commands:run_train")
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument(
@@ -88,7 +88,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
 
 
-@command("eval", "evaluate a checkpoint on the validation split", "netspec.train.loop:run_eval")
+@command("eval", "evaluate a checkpoint on the validation split", "netspec.train.commands:run_eval")
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")

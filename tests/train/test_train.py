@@ -17,8 +17,9 @@ from netspec.cli import main
 from netspec.errors import UsageError
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.data import open_data
+from netspec.train.device import options_for
 from netspec.train.evaluate import Options, evaluate
-from netspec.train.loop import Diverged, Run, options_for, train
+from netspec.train.loop import Diverged, Run, train
 from netspec.train.schedule import apply_lr
 from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT

@@ -1,0 +1,39 @@
+"""Where a run computes: the device, and the speed-ups that apply on it."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from netspec.errors import UsageError
+from netspec.spec.model import Spec
+from netspec.train.evaluate import Options
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The device a flag names (checked), or the best available one."""
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if name is None:
+        return torch.device(next(d for d, ok in available.items() if ok))
+    if not available[name]:
+        raise UsageError(f"--device {name}: not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def options_for(spec: Spec, device: torch.device) -> Options:
+    """The spec's amp and channels_last, which apply on CUDA only (a note says so elsewhere)."""
+    cuda = device.type == "cuda"
+    for flag in ("amp", "channels_last"):
+        if getattr(spec.train, flag) and not cuda:
+            print(
+                f"note: train.{flag} applies on CUDA only; ignored on {device.type}",
+                file=sys.stderr,
+            )
+    return Options(
+        device, spec.data.pixel_scale, spec.train.amp and cuda, spec.train.channels_last and cuda
+    )

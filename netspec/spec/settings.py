@@ -1,7 +1,7 @@
 """Training and data settings: the `train:` and `data:` sections of a spec.
 
 Every convention where the paper and later ports differ is a named option here, and the
-defaults are the paper's (shared/PAPER.md). One exception: `ten_crop` is off by default, since
+defaults are the paper's (docs/paper.md). One exception: `ten_crop` is off by default, since
 it makes every validation pass ten times dearer; specs/alexnet.yaml turns it on.
 """
 

@@ -1,6 +1,6 @@
 """Optimizers: the paper's SGD rule, torch's SGD, and the weight/bias parameter groups.
 
-The paper keeps the learning rate inside the velocity (shared/PAPER.md, "Training recipe"):
+The paper keeps the learning rate inside the velocity (docs/paper.md, "Training"):
 
     v <- m*v - wd*lr*w - lr*grad;   w <- w + v
 

@@ -86,6 +86,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars into the run folder's tb/ (train.tensorboard)",
+    )
 
 
 @command("eval", "evaluate a checkpoint on the validation split", "netspec.train.commands:run_eval")

@@ -21,7 +21,7 @@ from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
 
-RESUME_MAY_CHANGE = {"train.epochs", "data.workers"}
+RESUME_MAY_CHANGE = {"train.epochs", "data.workers", "train.tensorboard", "train.tensorboard_every"}
 
 
 def spec_yaml(spec: Spec) -> str:
@@ -66,7 +66,7 @@ class RunFolder:
         if set(changed) - RESUME_MAY_CHANGE:
             raise UsageError(
                 f"--resume {self.path}: {', '.join(changed)} changed since the run started; "
-                f"a resumed run may change only {' and '.join(sorted(RESUME_MAY_CHANGE))}: "
+                f"a resumed run may change only {', '.join(sorted(RESUME_MAY_CHANGE))}: "
                 "start a new run (--out) for other settings"
             )
 

@@ -6,6 +6,7 @@ last.pt         the resume point, written atomically after every epoch
 best.pt         the epoch with the best validation top-1
 interrupted.pt  the weights of an epoch cut short by Ctrl-C
 curves.png      loss and accuracy against epoch
+tb/             TensorBoard event files, with train.tensorboard (a view of metrics.jsonl)
 """
 
 from __future__ import annotations

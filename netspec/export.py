@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -28,13 +29,8 @@ Writer = Callable[[NetGraph, StateDict, Path, str], list[Path]]
 
 
 def _write_onnx(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
-    try:
-        from netspec.backends import onnx_export
-    except ImportError as exc:
-        raise UsageError(
-            f"-o {out}: writing ONNX needs the onnx package ({exc.name} is missing); "
-            "pip install 'netspec[onnx]'"
-        ) from None
+    from netspec.backends import onnx_export
+
     weights = {key: value.detach().cpu().numpy() for key, value in state.items()}
     model = onnx_export.to_onnx(graph, weights, origin)
     for note in onnx_export.notes(model):
@@ -61,10 +57,11 @@ class Format:
     name: str
     write: Writer
     weights_beside: bool = False  # also writes OUT.pt
+    needs: str = ""  # a package outside netspec's own dependencies, and its extra
 
 
 FORMATS: dict[str, Format] = {
-    ".onnx": Format("ONNX", _write_onnx),
+    ".onnx": Format("ONNX", _write_onnx, needs="onnx"),
     ".py": Format("PyTorch source", _write_source, weights_beside=True),
 }
 
@@ -80,6 +77,14 @@ def format_for(out: Path) -> Format:
 def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     form = format_for(out)  # before reading anything: a wrong extension is found at once
+    if form.needs:
+        try:
+            import_module(form.needs)
+        except ImportError:
+            raise UsageError(
+                f"-o {out}: writing {form.name} needs the {form.needs} package: "
+                f"pip install 'netspec[{form.needs}]'"
+            ) from None
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: no folder {out.parent}; create it first")
     beside = out.with_suffix(".pt")
@@ -120,7 +125,7 @@ def weights_for(spec: Spec, graph: NetGraph, spec_path: str, checkpoint: str | N
             f"{checkpoint} does not fit {spec_path}: {mismatch}; "
             "export with the spec it was trained with (its run folder's spec.yaml)"
         )
-    return {key: state[key].detach().to(torch.float32) for key in expected}
+    return {key: _float32(state[key].detach()) for key in expected}
 
 
 def state_dict_in(path: Path) -> StateDict:
@@ -154,7 +159,7 @@ def first_mismatch(
                     f"layer {node.name}: {key} is {_shape(have[key])} in the checkpoint, "
                     f"{_shape(value)} in the spec"
                 )
-        for key in have.keys() - want.keys():
+        for key in sorted(have.keys() - want.keys()):
             return (
                 f"layer {node.name}: the checkpoint has {key}, which the spec's {node.type} has not"
             )
@@ -163,6 +168,11 @@ def first_mismatch(
         if key.split(".", 1)[0] not in names:
             return f"the checkpoint has {key}, but the spec has no layer {key.split('.', 1)[0]}"
     return None
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Weights as the compiled module holds them; counters (batchnorm's) keep their type."""
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def _shape(tensor: torch.Tensor) -> str:

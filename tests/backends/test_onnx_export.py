@@ -1,5 +1,6 @@
 """The ONNX export run by onnxruntime against the compiled torch module, layer names kept."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -288,4 +289,13 @@ def test_unknown_extension_is_one_line(capsys):
     assert capsys.readouterr().err == (
         "netspec export: -o zoo.pb: cannot tell the format from '.pb'; "
         "use .onnx (ONNX), .py (PyTorch source)\n"
+    )
+
+
+def test_without_the_onnx_package_the_export_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    assert main(["export", str(ZOO), "-o", "zoo.onnx"]) == 2
+    assert capsys.readouterr().err == (
+        "netspec export: -o zoo.onnx: writing ONNX needs the onnx package: "
+        "pip install 'netspec[onnx]'\n"
     )

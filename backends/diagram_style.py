@@ -11,7 +11,7 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netspec.ir.records import NetGraph, Node
+from netspec.ir.records import NetGraph, Node, layer_as
 from netspec.ir.shapes import fmt, fmt_pair
 from netspec.spec import layers as L
 
@@ -80,27 +80,27 @@ def _count(node: Node, towers: int) -> str:
 
 
 def _conv(node: Node, towers: int) -> str:
-    layer = node.layer_as(L.Conv)
+    layer = layer_as(node, L.Conv)
     parts = [_window(layer.kernel, layer.stride), _count(node, towers), *_padding(layer.padding)]
     return " · ".join(parts)
 
 
 def _pool(node: Node, towers: int) -> str:
-    layer = node.layer_as(L.Pool)
+    layer = layer_as(node, L.Pool)
     parts = [_window(layer.kernel, layer.stride or layer.kernel), *_padding(layer.padding)]
     return " · ".join(parts + (["ceil"] if layer.ceil else []))
 
 
 def _lrn(node: Node, towers: int) -> str:
-    return f"size {node.layer_as(L.LRN).size}"
+    return f"size {layer_as(node, L.LRN).size}"
 
 
 def _adaptive(node: Node, towers: int) -> str:
-    return f"to {fmt(node.layer_as(L.AdaptiveAvgPool).output_size)}"
+    return f"to {fmt(layer_as(node, L.AdaptiveAvgPool).output_size)}"
 
 
 def _dropout(node: Node, towers: int) -> str:
-    return f"p {node.layer_as(L.Dropout).p:g}"
+    return f"p {layer_as(node, L.Dropout).p:g}"
 
 
 def _none(node: Node, towers: int) -> str:

@@ -7,7 +7,6 @@ and `graph.net`, so that back ends read typed fields a type checker can follow.
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -16,7 +15,6 @@ import networkx as nx
 from netspec.spec.layers import Layer
 
 INPUT = "input"  # the node of the spec's input; no layer may take this name
-LayerT = TypeVar("LayerT", bound=Layer)
 
 
 @dataclass
@@ -39,15 +37,6 @@ class Node:
     @property
     def has_weights(self) -> bool:
         return self.layer is not None and self.layer.has_weights
-
-    def layer_as(self, model: builtins.type[LayerT]) -> LayerT:
-        """The layer's spec as the model a back end registered for it (`node.layer_as(Conv)`).
-
-        Back ends look their handlers up by the layer's model, so another one is a netspec bug.
-        """
-        if not isinstance(self.layer, model):
-            raise TypeError(f"{self.name} is a {self.type} node, not a {model.__name__} layer")
-        return self.layer
 
 
 @dataclass
@@ -106,3 +95,12 @@ class NetGraph(nx.DiGraph):
     def layers(self) -> list[Node]:
         """Every layer (not the input) in the order they run."""
         return [self.node(n) for n in self.order() if n != INPUT]
+
+
+LayerT = TypeVar("LayerT", bound=Layer)
+
+
+def layer_as(node: Node, model: type[LayerT]) -> LayerT:
+    """The node's layer spec, typed as the model a back end's registry filed it under."""
+    assert isinstance(node.layer, model), f"{node.name} is a {node.type}, not a {model.__name__}"
+    return node.layer

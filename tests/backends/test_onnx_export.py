@@ -81,6 +81,7 @@ def test_full_size_spec_equals_torch_in_onnxruntime(large, name):
     np.testing.assert_allclose(run_onnx(model, x), torch_out(module, x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # exports all 61M weights
 def test_paper_spec_has_lrn_nodes_per_group_with_the_papers_constants(paper):
     model, _ = paper
     nodes = {n.name: n for n in model.graph.node}
@@ -99,6 +100,7 @@ def test_paper_spec_has_lrn_nodes_per_group_with_the_papers_constants(paper):
     assert notes(model) == []
 
 
+@pytest.mark.slow  # exports all 61M weights
 def test_node_names_are_the_spec_layers_and_the_batch_is_dynamic(paper):
     model, _ = paper
     spec = load_spec(ROOT / "specs" / "alexnet.yaml")

@@ -95,6 +95,7 @@ def small(tmp_path_factory):
     return dict(zip(SMALL, zip(run_alone(folders), wanted, strict=True), strict=True))
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 @pytest.mark.parametrize("name", SMALL)
 def test_file_with_a_checkpoint_equals_the_compiled_module_without_netspec(small, name):
     got, want = small[name]

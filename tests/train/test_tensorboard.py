@@ -37,6 +37,7 @@ def scalars(folder) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+@pytest.mark.slow  # a training run
 def test_event_files_hold_the_epoch_rows_and_the_loss_every_n_steps(data, tmp_path):
     pytest.importorskip("tensorboard")
     spec = load_spec(

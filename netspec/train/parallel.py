@@ -206,8 +206,6 @@ class Layout:
 
 def plan(mode: str, spec: Spec, nproc: int, source: str) -> Layout:
     """Check `--parallel MODE --nproc N` against the spec; one-line errors name the fix."""
-    if nproc < 1:
-        raise UsageError(f"--nproc {nproc}: give 1 or more processes")
     if mode not in MODES:
         raise UsageError(f"--parallel {mode}: unknown mode; choose one of {', '.join(MODES)}")
     chosen = MODES[mode]

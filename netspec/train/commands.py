@@ -36,11 +36,12 @@ from netspec.train.parallel import plan, strategy
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     flags = {"epochs": "train.epochs", "batch_size": "train.batch_size", "workers": "data.workers"}
-    return [
+    overrides = [
         f"{key}={getattr(args, name)}"
         for name, key in flags.items()
         if getattr(args, name, None) is not None
     ]
+    return overrides + (["train.tensorboard=true"] if getattr(args, "tensorboard", False) else [])
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,27 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
     p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N local processes, started by torch's elastic launcher (default 1)",
+    )
+    p.add_argument(
+        "--parallel",
+        metavar="MODE",
+        help="how N processes share the work: data (DDP replicas, the default), towers (one "
+        "process per device group) or towers,data (groups × replicas)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --nproc: restart the processes up to K times after a failure; they resume "
+        "from last.pt",
+    )
+    p.add_argument(
         "--tensorboard",
         action="store_true",
         help="also write TensorBoard scalars into the run folder's tb/ (train.tensorboard)",
@@ -202,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:
         run: Command = getattr(__import__(module, fromlist=[function]), function)

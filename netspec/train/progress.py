@@ -18,19 +18,27 @@ class Progress:
     """`update` once per training step; `close` at the end of the epoch (or when it stops)."""
 
     def __init__(
-        self, total: int, label: str, stream: TextIO = sys.stderr, every_s: float = 15
+        self,
+        total: int,
+        label: str,
+        stream: TextIO = sys.stderr,
+        every_s: float = 15,
+        quiet: bool = False,
     ) -> None:
         self.total, self.label, self.stream, self.every_s = total, label, stream, every_s
+        self.quiet = quiet  # counts, shows nothing: a process other than the main one
         self.start = self.last = time.perf_counter()
         self.done = 0
         self.bar: tqdm | None = None
-        if stream.isatty():
+        if stream.isatty() and not quiet:
             # leave=False: the finished bar is cleared, and the epoch's summary line follows
             self.bar = tqdm(total=total, desc=label, file=stream, leave=False, unit="step")
 
     def update(self, images: int, loss: float) -> None:
         """One more step done; `images` counts every image of the epoch so far."""
         self.done += 1
+        if self.quiet:
+            return
         now = time.perf_counter()
         if self.bar is not None:
             rate = images / max(now - self.start, 1e-9)

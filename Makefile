@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Both set up .venv from nothing.
+# `make bench` prints netspec's benchmark table (a few minutes on two cores).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,6 +16,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

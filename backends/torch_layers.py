@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from netspec.backends.torch_lrn import Window, local_response_norm
+from torch import nn
 
 
 class LocalResponseNorm(nn.Module):

@@ -122,7 +122,6 @@ class _Kernels:
             and os.environ.get(COMPILE_ENV, "1") != "0"
             and x.device.type in COMPILED_DEVICES
             and x.numel() >= MIN_COMPILED
-            and not torch.compiler.is_compiling()
         )
 
     def run(self, fn: Callable[..., Any], *tensors: torch.Tensor, w: Window) -> Any:
@@ -161,10 +160,13 @@ class _LRN(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, q = ctx.saved_tensors
-        return KERNELS.run(backward, g.contiguous(memory_format=layout(x)), x, q, w=ctx.window), None
+        g = g.contiguous(memory_format=layout(x))
+        return KERNELS.run(backward, g, x, q, w=ctx.window), None
 
 
 def local_response_norm(x: torch.Tensor, w: Window) -> torch.Tensor:
+    if torch.compiler.is_compiling():  # torch.compile or torch.export of a whole network
+        return forward(x, w)
     if torch.is_grad_enabled() and x.requires_grad:
         return _LRN.apply(x, w)
     return KERNELS.run(forward, x, w=w)

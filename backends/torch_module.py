@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import torch
 from netspec.backends import torch_layers as T
+from netspec.backends.torch_names import check_names
 from torch import nn
 
-from netspec.backends.torch_names import check_names
 from netspec.ir.records import INPUT, NetGraph, Node
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
@@ -109,7 +109,7 @@ BUILDERS.update(
     }
 )
 
-WeightInit = Callable[[torch.Tensor, Init], None]
+WeightInit = Callable[[torch.Tensor, Init], object]
 WEIGHT_INITS: dict[str, WeightInit | None] = {
     "torch": None,
     "normal": lambda w, init: nn.init.normal_(w, init.mean, init.std),
@@ -140,24 +140,28 @@ class Network(nn.Module):
         return values[self._output]
 
 
-def _default_bias(module: nn.Module) -> None:
-    """torch's own bias draw for convolutions and linears, U(±1/√fan_in), without its weight's."""
-    bound = module.weight[0].numel() ** -0.5
-    nn.init.uniform_(module.bias, -bound, bound)
+def _reset(module: nn.Module) -> None:
+    """torch's own first values for the module's parameters and buffers, where it has any."""
+    reset = getattr(module, "reset_parameters", None)
+    if reset is not None:
+        reset()
 
 
 def _init_weights(module: nn.Module, init: Init) -> None:
     fill = WEIGHT_INITS[init.weight]
     if fill is None:
-        module.reset_parameters()
+        _reset(module)
     else:
-        fill(module.weight, init)
+        fill(module.get_parameter("weight"), init)
     if module.bias is None:
         return
+    bias = module.get_parameter("bias")
     if init.bias is not None:
-        module.bias.fill_(init.bias)
+        bias.fill_(init.bias)
     elif fill is not None:
-        _default_bias(module)
+        # torch's own bias draw for convolutions and linears, U(±1/√fan_in), alone
+        bound = module.get_parameter("weight")[0].numel() ** -0.5
+        nn.init.uniform_(bias, -bound, bound)
 
 
 def initialise(model: Network, graph: NetGraph, default: Init) -> None:
@@ -169,8 +173,8 @@ def initialise(model: Network, graph: NetGraph, default: Init) -> None:
             module = model.get_submodule(node.name)
             if isinstance(node.layer, L.WeightLayer):
                 _init_weights(module, node.layer.init or default)
-            elif hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            else:
+                _reset(module)
 
 
 def to_module(

@@ -104,12 +104,12 @@ def test_groups_normalise_within_their_own_channels():
     assert not np.allclose(got, whole)
 
 
-def check_against_reference(convention, size, groups, shape, dtype, seed=0):
+def check_against_reference(convention, size, groups, shape, dtype, seed=0, beta=0.75):
     """Forward and backward in `dtype` against float64 numpy, to float32's precision."""
     rng = np.random.default_rng(seed)
     a = np.abs(rng.normal(0, 40, size=shape))  # post-ReLU, large enough for LRN to bite
     g = rng.normal(0, 1, size=shape)
-    constants = dict(alpha=1e-3, beta=0.75, k=2.0)
+    constants = dict(alpha=1e-3, beta=beta, k=2.0)
     lrn = LocalResponseNorm(size, convention=convention, groups=groups, **constants)
     x = torch.tensor(a, dtype=dtype, requires_grad=True)
     y = lrn(x)
@@ -139,6 +139,12 @@ def check_against_reference(convention, size, groups, shape, dtype, seed=0):
 @pytest.mark.parametrize("groups", [1, 2])
 def test_forward_and_backward_match_formula(convention, size, groups):
     check_against_reference(convention, size, groups, (2, 12, 3, 4), torch.float32)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.6, 1.0, 1.3])
+def test_any_beta(beta):
+    """β = 0.5, 0.75 and 1 have exact forms of s^-β; any other β goes through exp and log."""
+    check_against_reference("paper", 5, 2, (2, 12, 3, 4), torch.float32, beta=beta)
 
 
 def test_backward_reference_is_the_numerical_derivative():
@@ -276,3 +282,19 @@ torch.testing.assert_close(y, LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)(x.
     assert count == "1"
     assert message.startswith("LRN runs uncompiled, and so more slowly: torch.compile failed")
     assert "NETSPEC_COMPILE=0" in message
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+@pytest.mark.parametrize(("before", "after"), [(0, 0), (1, 0), (2, 2), (2, 1), (1, 2), (3, 3)])
+def test_both_window_sums_agree(groups, before, after):
+    """The eager sum (per-group view) and the one Inductor fuses (masked shifts) are equal."""
+    w = torch_lrn.Window(before, after, groups, 2.0, 1e-4, 0.75)
+    t = torch.randn(2, 12, 3, 5, dtype=torch.float64)
+    blocks = t.unflatten(1, (groups, 12 // groups))
+    expected = torch.zeros_like(blocks)
+    for i in range(12 // groups):
+        lo, hi = max(0, i - before), min(12 // groups - 1, i + after)
+        expected[:, :, i] = blocks[:, :, lo : hi + 1].sum(2)
+    expected = expected.flatten(1, 2)
+    torch.testing.assert_close(torch_lrn._grouped_window_sum(t, w), expected)
+    torch.testing.assert_close(torch_lrn._masked_window_sum(t, w), expected)

@@ -1,11 +1,12 @@
 # The two commands: `make demo` and `make test`. Both set up .venv from nothing.
 # For the edit loop: `make test-fast` (no end-to-end runs), `make lint`, `make typecheck`.
+# `make bench` prints netspec's benchmark table (a few minutes on two cores).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.netspec-installed
 
-.PHONY: demo test test-fast lint typecheck fmt clean
+.PHONY: demo test test-fast bench lint typecheck fmt clean
 
 $(STAMP): pyproject.toml scripts/setup.sh scripts/constraints.txt
 	PYTHON=$(PYTHON) bash scripts/setup.sh
@@ -19,6 +20,9 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

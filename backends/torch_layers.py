@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from netspec.backends.torch_lrn import Window, local_response_norm
 from torch import nn
 
 
@@ -14,7 +14,7 @@ class LocalResponseNorm(nn.Module):
     channels, as the formula in the paper reads). `caffe`: α' = α/n over n channels,
     ⌊n/2⌋ before i and ⌊(n-1)/2⌋ after, which is what cuda-convnet, Caffe and
     `nn.LocalResponseNorm` compute. With `groups` > 1 each group's channels are normalised
-    among themselves only, as on the paper's two GPUs.
+    among themselves only, as on the paper's two GPUs. The arithmetic is in `torch_lrn`.
     """
 
     def __init__(
@@ -30,9 +30,10 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.convention, self.groups = convention, groups
         if convention == "paper":
-            self.before, self.after, self.scale = size // 2, size // 2, alpha
+            before, after, scale = size // 2, size // 2, alpha
         else:
-            self.before, self.after, self.scale = size // 2, (size - 1) // 2, alpha / size
+            before, after, scale = size // 2, (size - 1) // 2, alpha / size
+        self.window = Window(before, after, groups, k, scale, beta)
 
     def extra_repr(self) -> str:
         return (
@@ -41,17 +42,7 @@ class LocalResponseNorm(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
-        per = c // self.groups
-        # in float32 even under autocast: squares of fp16 activations overflow past 256
-        wide = x.to(torch.promote_types(x.dtype, torch.float32))
-        sq = wide.pow(2).reshape(n, self.groups, per, -1)
-        # the window sum as a few shifted adds: cheaper than a pooling kernel, forward and back
-        padded = F.pad(sq, (0, 0, self.before, self.after))
-        total = padded[:, :, :per]
-        for shift in range(1, self.before + self.after + 1):
-            total = total + padded[:, :, shift : shift + per]
-        return (wide * (self.k + self.scale * total.reshape(x.shape)).pow(-self.beta)).to(x.dtype)
+        return local_response_norm(x, self.window)
 
 
 class GroupedLinear(nn.Module):
@@ -70,9 +61,13 @@ class GroupedLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features // groups))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's default, for each unit's block of inputs."""
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         if self.bias is not None:
-            bound = (in_features // groups) ** -0.5
+            bound = (self.in_features // self.groups) ** -0.5
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,15 @@ from collections.abc import Callable
 
 import torch
 from netspec.backends import torch_layers as T
+from netspec.backends.torch_names import check_names
 from torch import nn
 
-from netspec.errors import Problem, SpecError
 from netspec.ir.records import INPUT, NetGraph, Node
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
 from netspec.spec.layers import Init
-from netspec.spec.model import Spec
+
+__all__ = ["BUILDERS", "Network", "check_names", "initialise", "to_module"]
 
 Builder = Callable[[Node, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
@@ -108,7 +109,7 @@ BUILDERS.update(
     }
 )
 
-WeightInit = Callable[[torch.Tensor, Init], None]
+WeightInit = Callable[[torch.Tensor, Init], object]
 WEIGHT_INITS: dict[str, WeightInit | None] = {
     "torch": None,
     "normal": lambda w, init: nn.init.normal_(w, init.mean, init.std),
@@ -139,46 +140,55 @@ class Network(nn.Module):
         return values[self._output]
 
 
-RESERVED = frozenset(n for n in dir(Network) if not n.startswith("_"))
+def _reset(module: nn.Module) -> None:
+    """torch's own first values for the module's parameters and buffers, where it has any."""
+    reset = getattr(module, "reset_parameters", None)
+    if reset is not None:
+        reset()
 
 
-def check_names(spec: Spec) -> None:
-    """Layer names become attributes of the module, so torch's own names cannot be used."""
-    problems = [
-        Problem(
-            spec.where(("layers", i, "name")),
-            f"'{layer.name}' is the name of a torch module attribute; rename the layer",
-            spec.layer_context(i),
-        )
-        for i, layer in enumerate(spec.layers)
-        if layer.name in RESERVED
-    ]
-    if problems:
-        raise SpecError(problems)
+def _init_weights(module: nn.Module, init: Init) -> None:
+    fill = WEIGHT_INITS[init.weight]
+    if fill is None:
+        _reset(module)
+    else:
+        fill(module.get_parameter("weight"), init)
+    if module.bias is None:
+        return
+    bias = module.get_parameter("bias")
+    if init.bias is not None:
+        bias.fill_(init.bias)
+    elif fill is not None:
+        # torch's own bias draw for convolutions and linears, U(±1/√fan_in), alone
+        bound = module.get_parameter("weight")[0].numel() ** -0.5
+        nn.init.uniform_(bias, -bound, bound)
 
 
 def initialise(model: Network, graph: NetGraph, default: Init) -> None:
-    """Apply each weight layer's `init` (or the spec's default) to its weight and bias."""
+    """Give every parameter and buffer its first value, once: each weight layer's `init` (or
+    the spec's default; `torch` is the module's own `reset_parameters`), and batch norm its
+    ones, zeros and fresh running statistics."""
     with torch.no_grad():
         for node in graph.layers():
-            layer = node.layer
-            if not isinstance(layer, L.WeightLayer):
-                continue
-            init = layer.init or default
             module = model.get_submodule(node.name)
-            fill = WEIGHT_INITS[init.weight]
-            if fill is not None:
-                fill(module.weight, init)
-            if init.bias is not None and module.bias is not None:
-                module.bias.fill_(init.bias)
+            if isinstance(node.layer, L.WeightLayer):
+                _init_weights(module, node.layer.init or default)
+            else:
+                _reset(module)
 
 
 def to_module(
     graph: NetGraph, default_init: Init, device: str | torch.device | None = None
 ) -> Network:
-    """Build the module; on the `meta` device no weight memory is allocated."""
-    with torch.device(device or "cpu"):
+    """Build the module; on the `meta` device no weight memory is allocated.
+
+    Elsewhere it is built on `meta` too, then given memory and initialised, so that each
+    weight is drawn once (torch's constructors would draw every weight before the spec's
+    init replaced it)."""
+    with torch.device("meta"):
         model = Network(graph)
-    if torch.device(device or "cpu").type != "meta":
+    target = torch.device(device or "cpu")
+    if target.type != "meta":
+        model.to_empty(device=target)
         initialise(model, graph, default_init)
     return model

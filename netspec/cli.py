@@ -43,6 +43,12 @@ def _spec_arguments(p: argparse.ArgumentParser) -> None:
 def _build_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    p.add_argument(
+        "--check-module",
+        action="store_true",
+        help="also build the torch module (on the meta device, no weights) and check that it "
+        "runs and gives the graph's output shape; imports torch, which takes seconds",
+    )
 
 
 @command("schema", "print the JSON Schema of the spec language", "netspec.cli:run_schema")
@@ -145,11 +151,14 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from netspec import build_graph, load_spec
+    from netspec.backends.torch_names import check_names
     from netspec.ir.summary import format_table, to_json
 
     spec = load_spec(args.spec, args.overrides)
     graph = build_graph(spec)
-    _prove_it_compiles(spec, graph)
+    check_names(spec)
+    if args.check_module:
+        _prove_it_compiles(spec, graph)
     if args.json:
         print(json.dumps(to_json(graph), indent=2))
     else:

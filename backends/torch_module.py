@@ -13,12 +13,10 @@ import torch
 from netspec.backends import torch_layers as T
 from torch import nn
 
-from netspec.errors import Problem, SpecError
 from netspec.ir.records import INPUT, NetGraph, Node
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
 from netspec.spec.layers import Init
-from netspec.spec.model import Spec
 
 Builder = Callable[[Node, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
@@ -137,24 +135,6 @@ class Network(nn.Module):
         for name, sources in self._plan:
             values[name] = self.get_submodule(name)(*(values[s] for s in sources))
         return values[self._output]
-
-
-RESERVED = frozenset(n for n in dir(Network) if not n.startswith("_"))
-
-
-def check_names(spec: Spec) -> None:
-    """Layer names become attributes of the module, so torch's own names cannot be used."""
-    problems = [
-        Problem(
-            spec.where(("layers", i, "name")),
-            f"'{layer.name}' is the name of a torch module attribute; rename the layer",
-            spec.layer_context(i),
-        )
-        for i, layer in enumerate(spec.layers)
-        if layer.name in RESERVED
-    ]
-    if problems:
-        raise SpecError(problems)
 
 
 def initialise(model: Network, graph: NetGraph, default: Init) -> None:

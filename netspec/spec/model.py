@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from netspec.spec.settings import DataConfig, Strict, TrainConfig
 
 
 def _distinct(names: list[str]) -> list[str]:
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
         raise ValueError(f"names each device group once; {', '.join(repeated)} appears twice")
     return names
@@ -243,8 +244,14 @@ _DESCRIBE = {
 }
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it, cut short: an error line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _describe(kind: str, ctx: dict, got: Any, default: str) -> str:
-    shown = f", got {got!r}"
+    shown = f", got {_shown(got)}"
     if kind in _DESCRIBE:
         return _DESCRIBE[kind] + shown
     bounds = {

@@ -21,7 +21,7 @@ from torch import nn
 from netspec import compile
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
-from netspec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
 from netspec.train.checks import check_data_fits, check_sizes
 from netspec.train.curves import draw_curves
 from netspec.train.data import open_data
@@ -122,15 +122,16 @@ class Run:
         self.folder.start(self.spec)
 
     def resume(self) -> None:
-        state = load_checkpoint(self.folder.last)
+        state = self.folder.resume_state(self.log)
         self.folder.check_resumable(state["spec"], self.spec)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        with restoring(self.folder.last, "state"):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_top1"]
-        self.rows = [r for r in self.folder.rows() if r["epoch"] <= self.epoch]
+        self.rows = self.folder.rows_until(self.epoch)
         self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
         self.folder.write_spec(self.spec)  # a new train.epochs sticks
         if self.epoch >= self.cfg.epochs:
@@ -159,6 +160,7 @@ class Run:
                     "model": self.model.state_dict(),
                     "epoch": self.epoch,
                     "spec": spec_yaml(self.spec),
+                    "stats": asdict(self.data.stats) if self.data.stats else None,
                 },
             )
             raise
@@ -222,9 +224,9 @@ class Run:
             "stats": asdict(self.data.stats) if self.data.stats else None,
             "metrics": row,
         }
-        save_checkpoint(self.folder.last, payload)
-        if improved:
+        if improved:  # best.pt first: a kill between the two never loses the best epoch
             save_checkpoint(self.folder.best, payload)
+        save_checkpoint(self.folder.last, payload)
 
 
 def train(

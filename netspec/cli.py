@@ -195,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:  # while starting up, before a command handles it itself
+        if args.debug:
+            raise
+        print(f"\nnetspec {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,22 +1,71 @@
-"""`netspec train` and `netspec eval` as commands: flags in, a run or a score out."""
+"""`netspec train` and `netspec eval` as commands: flags in, a run or a score out.
+
+Everything a command can check is checked before the slow work starts (fitting statistics,
+generating `shapes`, training): the spec, the memory it needs, the run folder, the cache.
+Ctrl-C anywhere ends the command with one line and status 130; SIGTERM (what `timeout`,
+schedulers and torch's launcher send) is handled the same way, with status 143. Either one
+during training keeps last.pt as the resume point and saves interrupted.pt beside it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from netspec import compile, load_spec
 from netspec.errors import UsageError
+from netspec.spec.document import parse_yaml
+from netspec.spec.model import Spec, validate
+from netspec.spec.settings import DataConfig
 from netspec.train.augment import Stats, needs_stats
-from netspec.train.checkpoint import load_checkpoint
-from netspec.train.checks import check_data_fits, check_sizes
+from netspec.train.checkpoint import (
+    EVAL_FIELDS,
+    CheckpointError,
+    load_checkpoint,
+    require,
+    restoring,
+    stats_from,
+)
+from netspec.train.checks import check_cache, check_data_fits, check_memory, check_sizes
 from netspec.train.data import loader, open_val, resolve_data_dir
 from netspec.train.device import options_for, pick_device
 from netspec.train.evaluate import evaluate
 from netspec.train.loop import Diverged, train
+from netspec.train.runfolder import RunFolder, default_out
+from netspec.train.shapes_data import cache_root
+
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
+    how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    print(f"\nnetspec {command}: {how}; {what}", file=sys.stderr)
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -29,66 +78,110 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt():
+        try:
+            return _train(args)
+        except KeyboardInterrupt as exc:
+            return _stopped("train", exc, "stopped before training began; nothing to resume")
+
+
+def _train(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *_flag_overrides(args)]
-    if args.resume:
+    if args.resume is not None:
         out = Path(args.resume)
-        if not (out / "last.pt").is_file() or not (out / "spec.yaml").is_file():
+        spec_file = out / "spec.yaml"
+        if not (out / "last.pt").is_file() or not spec_file.is_file():
             raise UsageError(
                 f"--resume {out}: no run there (it needs last.pt and spec.yaml); "
                 "start a new run with --out"
             )
-        spec = load_spec(out / "spec.yaml", overrides)
+        spec = load_spec(spec_file, overrides)
         print(
-            f"note: a resumed run keeps its own {out / 'spec.yaml'} (plus any --set); "
+            f"note: a resumed run keeps its own {spec_file} (plus any --set); "
             f"{args.spec} is not read",
             file=sys.stderr,
         )
     else:
         spec = load_spec(args.spec, overrides)
-        out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if (out / "last.pt").exists():
-            raise UsageError(
-                f"--out {out} already holds a run; continue it with --resume {out} "
-                "or choose another --out"
-            )
+        out = Path(args.out) if args.out else default_out(spec)
+    check_sizes(spec)
     device = pick_device(args.device)
-    root = resolve_data_dir(args.data)
+    check_memory(spec, device)
+    folder = RunFolder(out)
+    created = not out.exists()
     try:
-        train(spec, root, out, device, resume=bool(args.resume))
+        with folder.locked():
+            if args.resume is None and folder.last.exists():
+                raise UsageError(
+                    f"--out {out} already holds a run; continue it with --resume {out} "
+                    "or choose another --out"
+                )
+            _check_caches(spec, args.data)
+            root = resolve_data_dir(args.data)
+            try:
+                train(spec, root, out, device, resume=args.resume is not None)
+            except KeyboardInterrupt as exc:
+                if folder.last.exists():
+                    where = f"{folder.last} holds the last finished epoch: continue with "
+                    where += f"--resume {out}"
+                else:
+                    where = "no epoch had finished, so there is nothing to resume"
+                return _stopped("train", exc, where)
     except Diverged as exc:
         print(f"netspec train: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if (out / "last.pt").exists():
-            where = f"{out / 'last.pt'} holds the last finished epoch: continue with --resume {out}"
-        else:
-            where = "no epoch had finished, so there is nothing to resume"
-        print(f"\nnetspec train: interrupted; {where}", file=sys.stderr)
-        return 130
+    finally:
+        if created:
+            _remove_if_unused(folder)
     return 0
 
 
+def _check_caches(spec: Spec, data: str) -> None:
+    """The folders `shapes` and the statistics are cached in must be usable: checked before
+    minutes are spent generating or fitting what they would keep."""
+    if data == "shapes":
+        check_cache(cache_root())
+    if needs_stats(spec.data):
+        check_cache(cache_root() / "stats")
+
+
+def _remove_if_unused(folder: RunFolder) -> None:
+    """A run folder this command made and then wrote nothing into (it stopped before the
+    run started) is removed, so it does not look like a run."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.path.iterdir()} <= {folder.lock_file.name}:
+            folder.lock_file.unlink(missing_ok=True)
+            folder.path.rmdir()
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt():
+        try:
+            return _eval(args)
+        except KeyboardInterrupt as exc:
+            return _stopped("eval", exc, "no result")
+
+
+def _eval(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *_flag_overrides(args)]
     if args.ten_crop:
         overrides.append("data.ten_crop=true")
+    checkpoint = Path(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    require(checkpoint, state, EVAL_FIELDS, "be evaluated")
+    stats = stats_from(checkpoint, state)
     spec = load_spec(args.spec, overrides)
-    check_sizes(spec)
-    state = load_checkpoint(Path(args.checkpoint))
+    spec.data = _run_data(checkpoint, state, spec.data, overrides)
+    _check_stats_fit(checkpoint, spec.data, stats)
+    check_sizes(spec, training=False)
     device = pick_device(args.device)
+    check_memory(spec, device, training=False)
     model = compile(spec)
-    try:
+    with restoring(checkpoint, f"model (for {args.spec})"):
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[1 if "\n" in str(exc) else 0].strip()
-        raise UsageError(f"{args.checkpoint} does not fit {args.spec}: {first}") from None
     model.to(device)
-    stats = Stats(**state["stats"]) if state.get("stats") else None
-    if stats is None and needs_stats(spec.data):
-        raise UsageError(
-            f"{args.checkpoint} holds no training-set mean or PCA; "
-            "evaluate with --set data.mean=none --set data.pca=none"
-        )
+    if args.data == "shapes":
+        check_cache(cache_root())
     val_set = open_val(resolve_data_dir(args.data), spec.data, stats)
     check_data_fits(spec, val_set.folder, val_set.classes)
     batches = loader(val_set, spec.train.batch_size, spec.data.workers)
@@ -100,3 +193,52 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(json.dumps(val))
     return 0
+
+
+def _run_data(
+    checkpoint: Path, state: dict[str, Any], data: DataConfig, overrides: list[str]
+) -> DataConfig:
+    """The data settings the checkpoint's run used, but for those an override names: a
+    model is evaluated on what it was trained on unless told otherwise."""
+    saved = state.get("spec")
+    if not isinstance(saved, str):
+        return data  # a checkpoint without its spec: the spec file's settings
+    try:
+        run_data = validate(parse_yaml(saved, str(checkpoint))).data
+    except Exception:
+        raise CheckpointError(
+            f"{checkpoint}: its 'spec' is not a spec netspec wrote; "
+            "use a checkpoint written by netspec train"
+        ) from None
+    told = set()
+    for text in overrides:
+        key = text.partition("=")[0].strip().split(".")
+        if key[0] == "data":
+            told |= set(DataConfig.model_fields) if len(key) == 1 else {key[1]}
+    chosen = {k: getattr(data, k) for k in told & set(DataConfig.model_fields)}
+    try:
+        return DataConfig.model_validate({**run_data.model_dump(), **chosen})
+    except ValidationError as exc:
+        detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(
+            f"--set {', '.join(sorted(told))} does not fit the run's data settings in "
+            f"{checkpoint}: {detail}"
+        ) from None
+
+
+def _check_stats_fit(checkpoint: Path, data: DataConfig, stats: Stats | None) -> None:
+    """The mean the data settings subtract must be one the checkpoint holds, at that size."""
+    if data.mean == "none":
+        return
+    if stats is None:
+        raise UsageError(
+            f"{checkpoint} holds no training-set mean (its run used none): evaluate without "
+            f"--set data.mean={data.mean}"
+        )
+    size = stats.mean.shape[-1]
+    if size != data.resize:
+        raise UsageError(
+            f"data.resize is {data.resize}, but the mean image in {checkpoint} is {size}×{size} "
+            f"(the run's resize): evaluate with --set data.resize={size}, or with "
+            "--set data.mean=none"
+        )

@@ -94,7 +94,7 @@ def _classifier_problems(spec: Spec, graph: NetGraph, training: bool) -> list[Pr
     if training and graph.net.params == 0:
         problems.append(
             Problem(
-                spec.where(("layers",)),
+                spec.where(("layers",), key=True),
                 "no layer has weights, so there is nothing to train: add a conv or linear layer",
             )
         )

@@ -81,7 +81,9 @@ def restoring(path: Path, what: str) -> Iterator[None]:
     except UsageError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        # load_state_dict says "Error(s) in loading state_dict for X:", then the first error
+        detail = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0])[:160]
         raise CheckpointError(
             f"{path}: its {what} does not fit this run ({type(exc).__name__}: {detail}); "
             "use a checkpoint written by netspec train for this spec"

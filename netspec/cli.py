@@ -177,11 +177,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from netspec.interrupt import describe, exit_status, sigterm_as_interrupt
+
     args = parser().parse_args(argv)
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:
-        run: Command = getattr(__import__(module, fromlist=[function]), function)
-        return run(args)
+        with sigterm_as_interrupt():
+            run: Command = getattr(__import__(module, fromlist=[function]), function)
+            return run(args)
     except SpecError as exc:
         if args.debug:
             raise
@@ -195,11 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:  # while starting up, before a command handles it itself
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM where no command handles it
         if args.debug:
             raise
-        print(f"\nnetspec {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"\nnetspec {args.command}: {describe(exc)}", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
 Everything a command can check is checked before the slow work starts (fitting statistics,
 generating `shapes`, training): the spec, the memory it needs, the run folder, the cache.
-Ctrl-C anywhere ends the command with one line and status 130; SIGTERM (what `timeout`,
-schedulers and torch's launcher send) is handled the same way, with status 143. Either one
-during training keeps last.pt as the resume point and saves interrupted.pt beside it.
+Ctrl-C or SIGTERM (see netspec.interrupt) ends a command with one line; during training it
+keeps last.pt as the resume point and saves interrupted.pt beside it.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from pydantic import ValidationError
 
 from netspec import compile, load_spec
 from netspec.errors import UsageError
+from netspec.interrupt import describe, exit_status
 from netspec.spec.document import parse_yaml
 from netspec.spec.model import Spec, validate
 from netspec.spec.settings import DataConfig
@@ -42,30 +40,10 @@ from netspec.train.loop import Diverged, train
 from netspec.train.runfolder import RunFolder, default_out
 from netspec.train.shapes_data import cache_root
 
-EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
-EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
 
 def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
-    how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-    print(f"\nnetspec {command}: {how}; {what}", file=sys.stderr)
-    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    print(f"\nnetspec {command}: {describe(exc)}; {what}", file=sys.stderr)
+    return exit_status(exc)
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -78,11 +56,10 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    with _sigterm_as_interrupt():
-        try:
-            return _train(args)
-        except KeyboardInterrupt as exc:
-            return _stopped("train", exc, "stopped before training began; nothing to resume")
+    try:
+        return _train(args)
+    except KeyboardInterrupt as exc:
+        return _stopped("train", exc, "stopped before training began; nothing to resume")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -155,11 +132,10 @@ def _remove_if_unused(folder: RunFolder) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    with _sigterm_as_interrupt():
-        try:
-            return _eval(args)
-        except KeyboardInterrupt as exc:
-            return _stopped("eval", exc, "no result")
+    try:
+        return _eval(args)
+    except KeyboardInterrupt as exc:
+        return _stopped("eval", exc, "no result")
 
 
 def _eval(args: argparse.Namespace) -> int:

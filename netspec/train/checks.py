@@ -112,6 +112,21 @@ def _classifier_problems(spec: Spec, graph: NetGraph, training: bool) -> list[Pr
     return problems
 
 
+WORKERS_PER_CORE = 8  # more loader processes than this only compete for the cores
+
+
+def check_workers(spec: Spec) -> None:
+    """Refuse a worker count that would start more loader processes than the machine can
+    run (each is a forked copy of the trainer): a typo like --workers 1000 is a fork bomb."""
+    cores = os.cpu_count() or 1
+    limit = WORKERS_PER_CORE * cores
+    if spec.data.workers > limit:
+        raise UsageError(
+            f"data.workers is {spec.data.workers}, but this machine has {cores} CPU cores: "
+            f"use at most {limit} ({WORKERS_PER_CORE} per core), e.g. --workers {min(cores, 8)}"
+        )
+
+
 def check_memory(spec: Spec, device: torch.device, training: bool = True) -> None:
     """Refuse, in one line, a model that cannot fit the device's memory: a lower bound of
     what it needs (weights, with their gradients and momentum when training; one batch's

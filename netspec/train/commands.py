@@ -32,7 +32,13 @@ from netspec.train.checkpoint import (
     restoring,
     stats_from,
 )
-from netspec.train.checks import check_cache, check_data_fits, check_memory, check_sizes
+from netspec.train.checks import (
+    check_cache,
+    check_data_fits,
+    check_memory,
+    check_sizes,
+    check_workers,
+)
 from netspec.train.data import loader, open_val, resolve_data_dir
 from netspec.train.device import options_for, pick_device
 from netspec.train.evaluate import evaluate
@@ -82,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, overrides)
         out = Path(args.out) if args.out else default_out(spec)
     check_sizes(spec)
+    check_workers(spec)
     device = pick_device(args.device)
     check_memory(spec, device)
     folder = RunFolder(out)
@@ -150,6 +157,7 @@ def _eval(args: argparse.Namespace) -> int:
     spec.data = _run_data(checkpoint, state, spec.data, overrides)
     _check_stats_fit(checkpoint, spec.data, stats)
     check_sizes(spec, training=False)
+    check_workers(spec)
     device = pick_device(args.device)
     check_memory(spec, device, training=False)
     model = compile(spec)

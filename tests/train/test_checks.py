@@ -11,7 +11,13 @@ from netspec import build_graph, load_spec
 from netspec.cli import main
 from netspec.errors import SpecError, UsageError
 from netspec.ir.summary import binary_size
-from netspec.train.checks import check_data_fits, check_memory, check_sizes, device_memory
+from netspec.train.checks import (
+    check_data_fits,
+    check_memory,
+    check_sizes,
+    check_workers,
+    device_memory,
+)
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests/nets/tiny.yaml"
@@ -160,3 +166,15 @@ def test_a_model_that_cannot_fit_memory_is_refused_in_one_line(tmp_path):
     assert message.startswith(f"small needs at least {binary_size(need)} (weights, gradients ")
     assert f"cpu has {binary_size(device_memory(torch.device('cpu')))}" in message
     check_memory(load_spec(TINY), torch.device("cpu"))  # a small one passes
+
+
+def test_a_worker_count_past_the_cores_is_refused():
+    cores = os.cpu_count() or 1
+    spec = load_spec(TINY, [f"data.workers={8 * cores + 1}"])
+    with pytest.raises(UsageError) as info:
+        check_workers(spec)
+    assert str(info.value) == (
+        f"data.workers is {8 * cores + 1}, but this machine has {cores} CPU cores: use at most "
+        f"{8 * cores} (8 per core), e.g. --workers {min(cores, 8)}"
+    )
+    check_workers(load_spec(TINY, [f"data.workers={8 * cores}"]))

@@ -1,4 +1,4 @@
-"""The diagram back end: the graph as graphviz DOT text, rendered by graphviz's `dot`.
+"""The diagram back end: the graph as a `graphviz.Digraph`, rendered by graphviz's `dot`.
 
 Every shape drawn is read off the graph: a node's `shape`, an edge's `shape`. The one number
 derived here is a tower's share of a tensor whose channels are split across device groups:
@@ -12,17 +12,17 @@ edge from each group, and those between different groups are drawn as cross-towe
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import errno
 from pathlib import Path
 
-from netspec.backends import diagram_style as S
+import graphviz
 
+from netspec.atomic import atomic_write
 from netspec.errors import UsageError
-from netspec.ir.graph import inputs_of, order
 from netspec.ir.records import NetGraph
 from netspec.ir.shapes import fmt
+
+from . import diagram_style as S
 
 FORMATS = ("svg", "png", "pdf", "dot")
 # What --compact folds into the weight layer before it, as papers draw a conv block.
@@ -42,34 +42,31 @@ FOLDABLE = frozenset(
 FOLDED_PER_LINE = 3  # keeps a folded node about as wide as its first line
 
 
-class Html(str):
-    """An HTML-like label: written between < > in DOT, not quoted."""
+def to_dot(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> str:
+    """The graph as DOT text: one node per layer (or folded chain), one per group where split."""
+    return digraph(graph, rankdir, compact).source
 
 
-def _quote(value: str) -> str:
-    if isinstance(value, Html):
-        return f"<{value}>"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def digraph(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> graphviz.Digraph:
+    """The drawing: titled canvas, then nodes (shared ones, then one cluster per group), then edges.
 
-
-def _attrs(**attrs: str) -> str:
-    return "[" + ", ".join(f"{k}={_quote(v)}" for k, v in attrs.items()) + "]"
-
-
-def _shape(shape: tuple[int, ...], towers: int) -> str:
-    """`96×55×55`, or one tower's share of it: the channels divided by the number of towers."""
-    return fmt((shape[0] // towers, *shape[1:]))
-
-
-def _towers(graph: NetGraph, name: str) -> list[str]:
-    """The device groups a node is drawn in: all of them when its channels are split, else none."""
-    node = graph.node(name)
-    return list(node.towers) if node.split and len(node.towers) > 1 else []
-
-
-def _node_id(name: str, group: str | None) -> str:
-    # `@` cannot occur in a layer name, so tower nodes never collide with layers.
-    return f"{name}@{group}" if group else name
+    Statements are added in that order on purpose: `dot` lays out in the order it reads.
+    """
+    chains = fold(graph, compact)
+    dot = _canvas(graph, chains, rankdir)
+    clusters = {g: _cluster(g) for g in graph.net.device_groups}
+    for head, chain in chains.items():
+        groups: list[str | None] = [*_towers(graph, head)] or [None]
+        for group in groups:
+            target = clusters[group] if group else dot
+            target.node(_node_id(head, group), **_node_attrs(graph, chain, group))
+    for cluster in clusters.values():
+        dot.subgraph(cluster)
+    drawn_as = {member: head for head, chain in chains.items() for member in chain}
+    for head in chains:
+        for src in graph.inputs_of(head):
+            _add_edges(dot, graph, drawn_as[src], src, head)
+    return dot
 
 
 def fold(graph: NetGraph, compact: bool) -> dict[str, list[str]]:
@@ -80,12 +77,11 @@ def fold(graph: NetGraph, compact: bool) -> dict[str, list[str]]:
     """
     chains: dict[str, list[str]] = {}
     folded: set[str] = set()
-    for name in order(graph):
+    for name in graph.order():
         if name in folded:
             continue
         chain = [name]
-        layer = graph.node(name).layer
-        if compact and layer is not None and layer.has_weights:
+        if compact and graph.node(name).has_weights:
             while after := _follower(graph, chain[-1]):
                 chain.append(after)
         folded.update(chain[1:])
@@ -102,14 +98,62 @@ def _follower(graph: NetGraph, name: str) -> str | None:
     return after if foldable else None
 
 
-def _label(graph: NetGraph, chain: list[str], towers: int) -> Html:
+def _canvas(graph: NetGraph, chains: dict[str, list[str]], rankdir: str) -> graphviz.Digraph:
+    """An empty digraph with the defaults for nodes and edges, and the title with its key."""
+    kinds = list(dict.fromkeys(S.KINDS[graph.node(h).type] for h in chains))
+    crosses = any(graph.edge(a, b).cross for a, b in graph.edges)
+    title = S.title(graph, kinds, crosses)
+    return graphviz.Digraph(
+        # escape(): the name is the user's text, never HTML or a DOT escape sequence
+        name=graphviz.escape(graph.net.name),
+        graph_attr={"rankdir": rankdir, "label": _html(title), **S.GRAPH},
+        node_attr=S.NODE,
+        edge_attr=S.EDGE,
+    )
+
+
+def _cluster(group: str) -> graphviz.Digraph:
+    """The box that holds one device group's tower; `cluster_` is what makes dot draw it."""
+    return graphviz.Digraph(name=f"cluster_{group}", graph_attr={"label": group, **S.CLUSTER})
+
+
+def _html(label: str) -> str:
+    """An HTML-like label: the graphviz package writes a `<…>` string unquoted."""
+    return f"<{label}>"
+
+
+def _node_id(name: str, group: str | None) -> str:
+    # `@` cannot occur in a layer name, so tower nodes never collide with layers.
+    return f"{name}@{group}" if group else name
+
+
+def _towers(graph: NetGraph, name: str) -> list[str]:
+    """The device groups a node is drawn in: all of them when its channels are split, else none."""
+    node = graph.node(name)
+    return list(node.towers) if node.split and len(node.towers) > 1 else []
+
+
+def _node_attrs(graph: NetGraph, chain: list[str], group: str | None) -> dict[str, str]:
+    """Label, colour and hover text of the node drawing `chain` (in one group's tower)."""
+    head = graph.node(chain[0])
+    attrs = {
+        "label": _label(graph, chain, len(graph.net.device_groups) if group else 1),
+        "fillcolor": S.KINDS[head.type].fill,
+        "tooltip": _tooltip(graph, chain),
+    }
+    if group:
+        attrs["group"] = group  # nodes that share a graphviz `group` keep one straight column
+    return attrs
+
+
+def _label(graph: NetGraph, chain: list[str], towers: int) -> str:
     head, *rest = chain
     lines = [S.summary(head, graph.node(head), towers)]
     folded = [S.summary(n, graph.node(n), towers) for n in rest]
     for i in range(0, len(folded), FOLDED_PER_LINE):
         line = " → ".join(folded[i : i + FOLDED_PER_LINE])
         lines.append(f'<FONT POINT-SIZE="9">→ {line}</FONT>')
-    return Html("<BR/>".join(lines))
+    return _html("<BR/>".join(lines))
 
 
 def _tooltip(graph: NetGraph, chain: list[str]) -> str:
@@ -121,116 +165,74 @@ def _tooltip(graph: NetGraph, chain: list[str]) -> str:
     return f"{' → '.join(chain)}: output {out}, {params:,} parameters, {macs:,} MACs{groups}"
 
 
-def to_dot(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> str:
-    """The graph as DOT text: one node per layer (or folded chain), one per group where split."""
-    chains = fold(graph, compact)
-    drawn_as = {member: head for head, chain in chains.items() for member in chain}
-    groups = graph.net.device_groups
-    clusters: dict[str | None, list[str]] = {None: [], **{g: [] for g in groups}}
-    for head, chain in chains.items():
-        style = {
-            "fillcolor": S.KINDS[graph.node(head).type].fill,
-            "tooltip": _tooltip(graph, chain),
-        }
-        for group in _towers(graph, head) or [None]:
-            label = _label(graph, chain, len(groups) if group else 1)
-            # Nodes that share a graphviz `group` are kept in one straight column.
-            column = {"group": group} if group else {}
-            node_id = _quote(_node_id(head, group))
-            clusters[group].append(f"{node_id} {_attrs(label=label, **style, **column)};")
-    edges = [
-        edge
-        for head in chains
-        for src in inputs_of(graph, head)
-        for edge in _edges(graph, drawn_as[src], src, head)
-    ]
-    kinds = list(dict.fromkeys(S.KINDS[graph.node(h).type] for h in chains))
-    crosses = any(graph.edge(a, b).cross for a, b in graph.edges)
-    title = Html(S.title(graph, kinds, crosses))
-    lines = [
-        f"digraph {_quote(graph.net.name)} {{",
-        f"  graph {_attrs(rankdir=rankdir, label=title, **S.GRAPH)};",
-        f"  node {_attrs(**S.NODE)};",
-        f"  edge {_attrs(**S.EDGE)};",
-        *(f"  {s}" for s in clusters.pop(None)),
-    ]
-    for group, statements in clusters.items():
-        lines += [
-            f"  subgraph {_quote(f'cluster_{group}')} {{",
-            f"    graph {_attrs(label=group, **S.CLUSTER)};",
-            *(f"    {s}" for s in statements),
-            "  }",
-        ]
-    return "\n".join([*lines, *(f"  {e}" for e in edges), "}", ""])
-
-
-def _edges(graph: NetGraph, drawn_src: str, src: str, dst: str) -> list[str]:
-    """DOT edges for the graph edge src → dst, drawn from the node that shows `src`.
+def _add_edges(dot: graphviz.Digraph, graph: NetGraph, drawn_src: str, src: str, dst: str) -> None:
+    """The drawn edges of the graph edge src → dst, from the node that shows `src`.
 
     Within one group a layer reads its own group's tensor; a layer that reads every group's
     channels (`cross`) or a shared tensor gets an edge from each node that holds a part.
     """
-    data = graph.edge(src, dst)
-    from_groups, to_groups = _towers(graph, src), _towers(graph, dst)
-    if from_groups and to_groups and not data.cross:
-        pairs = list(zip(from_groups, to_groups, strict=True))
-    else:
-        pairs = [(a, b) for a in from_groups or [None] for b in to_groups or [None]]
-    out = []
-    for a, b in pairs:
-        attrs = {"label": _shape(data.shape, len(from_groups) if a else 1)}
+    shape = graph.edge(src, dst).shape
+    from_groups = _towers(graph, src)
+    for a, b in _tower_pairs(graph, src, dst):
+        attrs = {"label": _shape(shape, len(from_groups) if a else 1)}
         if a and b and a != b:
             attrs |= S.CROSS
-        out.append(
-            f"{_quote(_node_id(drawn_src, a))} -> {_quote(_node_id(dst, b))} {_attrs(**attrs)};"
-        )
-    return out
+        dot.edge(_node_id(drawn_src, a), _node_id(dst, b), **attrs)
 
 
-def _missing_dot(path: Path) -> str:
-    return (
-        "graphviz's `dot` is not installed: apt-get install graphviz (or brew install "
-        f"graphviz), or write DOT text with -o {path.with_suffix('.dot')}"
-    )
+def _tower_pairs(graph: NetGraph, src: str, dst: str) -> list[tuple[str | None, str | None]]:
+    """Which tower of `src` feeds which tower of `dst` (None: the node outside the towers)."""
+    from_groups: list[str | None] = [*_towers(graph, src)]
+    to_groups: list[str | None] = [*_towers(graph, dst)]
+    if from_groups and to_groups and not graph.edge(src, dst).cross:
+        return list(zip(from_groups, to_groups, strict=True))
+    return [(a, b) for a in from_groups or [None] for b in to_groups or [None]]
+
+
+def _shape(shape: tuple[int, ...], towers: int) -> str:
+    """`96×55×55`, or one tower's share of it: the channels divided by the number of towers."""
+    return fmt((shape[0] // towers, *shape[1:]))
 
 
 def output_format(path: Path) -> str:
     """The format the file's extension names; anything else is the user's mistake."""
-    fmt = path.suffix[1:].lower()
-    if fmt not in FORMATS:
+    suffix = path.suffix[1:].lower()
+    if suffix not in FORMATS:
         raise UsageError(
             f"cannot tell the format of '{path}': end it in " + ", ".join(f".{f}" for f in FORMATS)
         )
-    return fmt
+    return suffix
 
 
 def render(dot_text: str, path: Path) -> None:
     """Write `path` in the format its extension names; all or nothing, never a partial file.
 
-    The output goes to a hidden file in the same folder and is renamed into place, so a
-    failing or interrupted `dot` leaves what was there before, if anything.
+    `dot` writes to memory and the bytes replace `path` in one rename, so a failing or
+    interrupted `dot` leaves what was there before, if anything.
     """
-    fmt = output_format(path)
-    dot = shutil.which("dot")
-    if fmt != "dot" and dot is None:
-        raise UsageError(_missing_dot(path))
+    suffix = output_format(path)
+    data = dot_text.encode() if suffix == "dot" else _layout(dot_text, suffix, path)
     if not path.parent.is_dir():
         raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        if fmt == "dot":
-            partial.write_text(dot_text, encoding="utf-8")
-        else:
-            done = subprocess.run(
-                [dot, f"-T{fmt}", "-o", str(partial)],
-                input=dot_text.encode(),
-                capture_output=True,
-            )
-            if done.returncode:
-                why = (done.stderr.decode(errors="replace").strip() or "no message").splitlines()
-                raise UsageError(f"graphviz's dot failed on {path}: {why[0]}")
-        os.replace(partial, path)
+        with atomic_write(path, "wb") as f:
+            f.write(data)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+        fix = "; use a shorter name" if exc.errno == errno.ENAMETOOLONG else ""
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}{fix}") from None
+
+
+def _layout(dot_text: str, suffix: str, path: Path) -> bytes:
+    """`dot -T<suffix>` of the text, with its failure said in one line."""
+    try:
+        data: bytes = graphviz.pipe("dot", suffix, dot_text.encode(), quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise UsageError(
+            "graphviz's `dot` is not installed: apt-get install graphviz (or brew install "
+            f"graphviz), or write DOT text with -o {path.with_suffix('.dot')}"
+        ) from None
+    except graphviz.CalledProcessError as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        why = (stderr.strip() or "no message").splitlines()[0]
+        raise UsageError(f"graphviz's dot failed on {path}: {why}") from None
+    return data

@@ -11,8 +11,9 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netspec.ir.records import NetGraph, Node
+from netspec.ir.records import NetGraph, Node, layer_as
 from netspec.ir.shapes import fmt, fmt_pair
+from netspec.spec import layers as L
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ CLUSTER = {"labeljust": "c", "style": "rounded,dashed", "color": "#9a9a9a"}
 # `class` is what an SVG's styling (and the tests) can find cross-tower edges by.
 CROSS = {"class": "cross", "color": CROSS_COLOUR, "penwidth": "1.3"}
 
-# A node of the graph (its attribute dict) and how many towers share it → its key parameters.
+# A node of the graph and how many towers share it → its key parameters.
 Describe = Callable[[Node, int], str]
 
 
@@ -79,15 +80,27 @@ def _count(node: Node, towers: int) -> str:
 
 
 def _conv(node: Node, towers: int) -> str:
-    layer = node.layer
+    layer = layer_as(node, L.Conv)
     parts = [_window(layer.kernel, layer.stride), _count(node, towers), *_padding(layer.padding)]
     return " · ".join(parts)
 
 
 def _pool(node: Node, towers: int) -> str:
-    layer = node.layer
+    layer = layer_as(node, L.Pool)
     parts = [_window(layer.kernel, layer.stride or layer.kernel), *_padding(layer.padding)]
     return " · ".join(parts + (["ceil"] if layer.ceil else []))
+
+
+def _lrn(node: Node, towers: int) -> str:
+    return f"size {layer_as(node, L.LRN).size}"
+
+
+def _adaptive(node: Node, towers: int) -> str:
+    return f"to {fmt(layer_as(node, L.AdaptiveAvgPool).output_size)}"
+
+
+def _dropout(node: Node, towers: int) -> str:
+    return f"p {layer_as(node, L.Dropout).p:g}"
 
 
 def _none(node: Node, towers: int) -> str:
@@ -100,12 +113,12 @@ DESCRIBE: dict[str, Describe] = {
     "linear": _count,
     "relu": _none,
     "tanh": _none,
-    "lrn": lambda node, towers: f"size {node.layer.size}",
+    "lrn": _lrn,
     "batchnorm": _none,
     "maxpool": _pool,
     "avgpool": _pool,
-    "adaptive_avgpool": lambda node, towers: f"to {fmt(node.layer.output_size)}",
-    "dropout": lambda node, towers: f"p {node.layer.p:g}",
+    "adaptive_avgpool": _adaptive,
+    "dropout": _dropout,
     "flatten": _none,
     "concat": _none,
     "add": _none,

@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# How much of the target's name a temporary name keeps: 255 bytes (the usual limit of one
+# name) less the dots, the pid, mkstemp's 8 random characters and ".tmp".
+TEMP_NAME_BYTES = 255 - 40
+
 
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
@@ -43,8 +47,10 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
 
 def _temp_prefix(path: Path) -> str:
     # Hidden and ending in .tmp, so a glob for the real files (*.pt) never matches one; the
-    # writer's pid lets a later write tell a dead writer's leftover from a live one's.
-    return f".{path.name}."
+    # writer's pid lets a later write tell a dead writer's leftover from a live one's. The name
+    # is cut short where needed so that any name the file system takes has a temporary name.
+    name = os.fsencode(path.name)[:TEMP_NAME_BYTES]
+    return f".{os.fsdecode(name)}."
 
 
 def _fsync_dir(directory: Path) -> None:

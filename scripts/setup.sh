@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Sets up .venv from nothing: torch from the pinned wheels, netspec editable, graphviz's `dot`.
+# Sets up .venv from nothing: netspec editable with the tested versions of everything it uses
+# (scripts/constraints.txt), and graphviz's `dot`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[dev]'
 if ! command -v dot >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null

@@ -90,6 +90,7 @@ def test_schema_accepts_every_shipped_spec():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_every_shipped_spec_builds_with_only_its_known_warning(path):
     result = run("build", str(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
@@ -46,7 +47,19 @@ class Context:
 
 Rule = Callable[[L.Layer, list[Tensor], Context], Inferred]
 RULES: LayerTable[Rule] = LayerTable("shape rule")
-rule = RULES.register
+LayerT = TypeVar("LayerT", bound=L.Layer)
+RuleFor = Callable[[LayerT, list[Tensor], Context], Inferred]
+
+
+def rule(*models: type[LayerT]) -> Callable[[RuleFor[LayerT]], RuleFor[LayerT]]:
+    """Register the shape rule of `models`; a type checker sees that it takes each of them."""
+
+    def add(fn: RuleFor[LayerT]) -> RuleFor[LayerT]:
+        # `infer` calls it only with a layer of one of `models`, found by its exact type
+        RULES.register(*models)(cast(Rule, fn))
+        return fn
+
+    return add
 
 
 def infer(layer: L.Layer, inputs: list[Tensor], ctx: Context) -> Inferred:
@@ -67,7 +80,8 @@ def _image(layer: L.Layer, t: Tensor) -> tuple[int, int, int]:
         raise LayerProblem(
             f"{layer.type} needs a C×H×W input, but '{t.source}' gives {fmt(t.shape)}"
         )
-    return t.shape  # type: ignore[return-value]
+    c, h, w = t.shape
+    return c, h, w
 
 
 def _divides(groups: int, count: int, what: str) -> None:
@@ -76,6 +90,26 @@ def _divides(groups: int, count: int, what: str) -> None:
             f"{count} {what} do not split evenly across {groups} device groups; "
             f"use a multiple of {groups}"
         )
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """A sliding window along one axis of its input."""
+
+    name: str  # "rows" or "columns": what the window moves over
+    size: int
+    kernel: int
+    stride: int
+    padding: int
+
+    def dropped(self, ceil: bool) -> int:
+        """Pixels at the far end that no window covers (none when rounding up)."""
+        return 0 if ceil else (self.size + 2 * self.padding - self.kernel) % self.stride
+
+    def lost(self, ceil: bool) -> str:
+        """The dropped pixels in words: `1 row`, `3 columns`."""
+        n = self.dropped(ceil)
+        return f"{n} {self.name[:-1] if n == 1 else self.name}"
 
 
 def _windows(
@@ -89,44 +123,56 @@ def _windows(
 ) -> tuple[tuple[int, int], list[str]]:
     """Output height and width of a sliding window, and a warning when it drops pixels."""
     _, h, w = _image(layer, t)
-    out: list[int] = []
-    lost: list[str] = []
-    grow: list[int] = []
-    for size, k, s, p, axis in zip(
-        (h, w), kernel, stride, padding, ("rows", "columns"), strict=True
-    ):
-        if 2 * p > k and not layer.has_weights:
-            raise LayerProblem(
-                f"padding {p} is more than half the kernel {k}; use at most {k // 2}"
-            )
-        span = size + 2 * p - k
-        if span < 0:
-            raise LayerProblem(
-                f"the {k}-pixel kernel is larger than its {size}-pixel input"
-                f"{f' padded by {p}' if p else ''} from '{t.source}': the output would be empty; "
-                "use a smaller kernel or stride earlier, or a larger input"
-            )
-        n = -(-span // s) + 1 if ceil else span // s + 1
-        if ceil and (n - 1) * s >= size + p:
-            n -= 1
-        out.append(n)
-        dropped = 0 if ceil else span % s
-        grow.append((s - dropped) % s)
-        if dropped:
-            lost.append(f"{dropped} {axis[:-1] if dropped == 1 else axis}")
-    warnings = []
-    step = fmt_pair(stride)
-    verb = "is" if lost in (["1 row"], ["1 column"]) else "are"
-    if lost:
-        if t.source == ctx.spec_input:
-            fix = f"use input [{t.shape[0]}, {h + grow[0]}, {w + grow[1]}] or padding"
-        else:
-            fix = "add padding" + ("" if layer.has_weights else " or ceil: true")
-        warnings.append(
-            f"the {fmt(kernel)} window with stride {step} does not tile its {h}×{w} input: "
-            f"the last {' and '.join(lost)} {verb} never seen; {fix}"
+    rows = _Axis("rows", h, kernel[0], stride[0], padding[0])
+    cols = _Axis("columns", w, kernel[1], stride[1], padding[1])
+    for axis in (rows, cols):
+        _check_window(layer, t, axis)
+    out = (_output_size(rows, ceil), _output_size(cols, ceil))
+    if not (rows.dropped(ceil) or cols.dropped(ceil)):
+        return out, []
+    return out, [_tiling_warning(layer, t, ctx, (rows, cols), ceil)]
+
+
+def _check_window(layer: L.Layer, t: Tensor, axis: _Axis) -> None:
+    """Refuse a window that pads more than half of itself (pools) or outgrows its input."""
+    k, p = axis.kernel, axis.padding
+    if 2 * p > k and not layer.has_weights:
+        raise LayerProblem(f"padding {p} is more than half the kernel {k}; use at most {k // 2}")
+    if axis.size + 2 * p - k < 0:
+        raise LayerProblem(
+            f"the {k}-pixel kernel is larger than its {axis.size}-pixel input"
+            f"{f' padded by {p}' if p else ''} from '{t.source}': the output would be empty; "
+            "use a smaller kernel or stride earlier, or a larger input"
         )
-    return (out[0], out[1]), warnings
+
+
+def _output_size(axis: _Axis, ceil: bool) -> int:
+    """Windows along the axis: floor (PyTorch's) or ceil (Caffe's, never starting in padding)."""
+    span, s = axis.size + 2 * axis.padding - axis.kernel, axis.stride
+    if not ceil:
+        return span // s + 1
+    n = -(-span // s) + 1
+    return n - 1 if (n - 1) * s >= axis.size + axis.padding else n
+
+
+def _tiling_warning(
+    layer: L.Layer, t: Tensor, ctx: Context, axes: tuple[_Axis, _Axis], ceil: bool
+) -> str:
+    """Which pixels a window never sees, and the fix: a larger input, padding, or ceil."""
+    rows, cols = axes
+    lost = [a.lost(ceil) for a in axes if a.dropped(ceil)]
+    verb = "is" if lost in (["1 row"], ["1 column"]) else "are"
+    if t.source == ctx.spec_input:
+        grow = [(a.stride - a.dropped(ceil)) % a.stride for a in axes]
+        fix = f"use input [{t.shape[0]}, {rows.size + grow[0]}, {cols.size + grow[1]}] or padding"
+    else:
+        fix = "add padding" + ("" if layer.has_weights else " or ceil: true")
+    window = f"the {fmt((rows.kernel, cols.kernel))} window with stride "
+    window += fmt_pair((rows.stride, cols.stride))
+    return (
+        f"{window} does not tile its {rows.size}×{cols.size} input: "
+        f"the last {' and '.join(lost)} {verb} never seen; {fix}"
+    )
 
 
 def _weight_groups(

@@ -8,7 +8,7 @@ back end. Field names follow the paper and torch where they agree (`filters`, `k
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
@@ -51,8 +51,8 @@ def _not_reserved(name: str) -> str:
 LayerName = Annotated[Name, AfterValidator(_not_reserved)]
 
 
-def _pair(minimum: int) -> Any:
-    """An int or `[height, width]`, stored as a (height, width) tuple."""
+def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
+    """Validator of an int or `[height, width]`, stored as a (height, width) tuple."""
 
     def check(value: Any) -> tuple[int, int]:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -70,9 +70,12 @@ def _pair(minimum: int) -> Any:
             raise ValueError(f"must be ≤ {MAX_SIZE} (2³¹ − 1), got {shown}")
         return (value[0], value[1])
 
+    return check
+
+
+def _pair_schema(minimum: int) -> dict[str, Any]:
     bounds = {"type": "integer", "minimum": minimum, "maximum": MAX_SIZE}
-    schema = {"anyOf": [bounds, {"type": "array", "items": bounds, "minItems": 2, "maxItems": 2}]}
-    return Annotated[tuple[int, int], BeforeValidator(check), WithJsonSchema(schema)]
+    return {"anyOf": [bounds, {"type": "array", "items": bounds, "minItems": 2, "maxItems": 2}]}
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -80,8 +83,8 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-Window = _pair(1)
-Padding = _pair(0)
+Window = Annotated[tuple[int, int], BeforeValidator(_pair(1)), WithJsonSchema(_pair_schema(1))]
+Padding = Annotated[tuple[int, int], BeforeValidator(_pair(0)), WithJsonSchema(_pair_schema(0))]
 
 
 class Init(Strict):
@@ -98,6 +101,9 @@ class Init(Strict):
 
 
 class Layer(Strict):
+    if TYPE_CHECKING:
+        type: str  # each layer model declares its own `type` tag, a Literal
+
     name: LayerName
     inputs: list[Name] | None = Field(
         None, description="layers whose outputs this one takes; default: the previous layer"
@@ -228,7 +234,7 @@ LAYER_MODELS: tuple[type[Layer], ...] = (
     BatchNorm,
 )
 LAYER_TYPES: dict[str, type[Layer]] = {
-    m.model_fields["type"].annotation.__args__[0]: m for m in LAYER_MODELS
+    get_args(m.model_fields["type"].annotation)[0]: m for m in LAYER_MODELS
 }
 
 AnyLayer = Annotated[

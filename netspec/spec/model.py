@@ -1,18 +1,18 @@
-"""The spec document: pydantic models, and turning their complaints into located lines."""
+"""The spec document: the top-level pydantic model, and reading, overriding and validating it."""
 
 from __future__ import annotations
 
-import typing
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError
 
-from netspec.errors import Problem, SpecError, did_you_mean
+from netspec.errors import Problem, SpecError
 from netspec.spec.document import Document, Loc, read_yaml
 from netspec.spec.layers import AnyLayer, Init, Name, PosInt
+from netspec.spec.messages import located_problems
 from netspec.spec.settings import DataConfig, Strict, TrainConfig
 
 
@@ -84,191 +84,6 @@ def validate(doc: Document) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        problems = _join_alternatives(dict.fromkeys(_problem(doc, err) for err in exc.errors()))
-        raise SpecError(sorted(problems, key=lambda p: _order(p.where))) from None
+        raise SpecError(located_problems(doc, exc, Spec)) from None
     spec._doc = doc
     return spec
-
-
-def _order(where: str) -> tuple[int, int, str]:
-    parts = where.rsplit(":", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-        return (int(parts[1]), int(parts[2]), "")
-    return (1 << 30, 0, where)
-
-
-def _join_alternatives(problems: Iterable[Problem]) -> list[Problem]:
-    """One line for a value that fits no member of a union (`units: 0`), not one per member."""
-    out: dict[Any, Problem] = {}
-    for p in problems:
-        head, sep, got = p.message.rpartition(", got ")
-        subject, _, need = head.partition(" must be ")
-        key = (p.where, p.context, subject, got) if sep and need else p
-        if key in out:
-            first = out[key].message.rpartition(", got ")[0]
-            out[key] = Problem(p.where, f"{first} or {need}, got {got}", p.context)
-        else:
-            out[key] = p
-    return list(out.values())
-
-
-def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
-    """Drop pydantic's union-tag steps from `loc`, keeping the path into the raw data."""
-    path: list[str | int] = []
-    node = data
-    for i, step in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, dict) and step in node:
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
-            node = node[step]
-        elif not (last and isinstance(node, dict)):  # a missing key is kept, a member tag not
-            continue
-        path.append(step)
-    return tuple(path), node
-
-
-def _model_at(data: Any, path: Loc) -> type[BaseModel] | None:
-    """The model whose field `path[-1]` is, found by walking annotations and `type` tags."""
-    return _pick(*_models_for(data, path[:-1]))
-
-
-def _models_for(data: Any, path: Loc) -> tuple[list[type[BaseModel]], Any]:
-    """The models the value at `path` may be (a union's members), and the value."""
-    candidates: list[type[BaseModel]] = [Spec]
-    node = data
-    for step in path:
-        if isinstance(step, int):
-            node = node[step] if isinstance(node, list) and step < len(node) else None
-            continue
-        model = _pick(candidates, node)
-        field = model.model_fields.get(step) if model else None
-        if field is None:
-            return [], None
-        candidates = _models_in(field.annotation)
-        node = node.get(step) if isinstance(node, dict) else None
-    return candidates, node
-
-
-def _pick(candidates: list[type[BaseModel]], node: Any) -> type[BaseModel] | None:
-    """The one model `node` is: the only candidate, or the union member its `type` names."""
-    if len(candidates) > 1 and isinstance(node, dict):
-        by_type = {_tag(c): c for c in candidates}
-        candidates = [by_type[node["type"]]] if node.get("type") in by_type else []
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
-def _tag(model: type[BaseModel]) -> Any:
-    field = model.model_fields.get("type")
-    return typing.get_args(field.annotation)[0] if field else None
-
-
-def _context(data: Any, path: Loc) -> tuple[str, Loc]:
-    """Split a path into a layer context (`layers[3] (conv2)`) and the rest."""
-    if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
-        layers = data.get("layers")
-        layer = layers[path[1]] if isinstance(layers, list) and path[1] < len(layers) else None
-        name = layer.get("name") if isinstance(layer, dict) else None
-        ctx = f"layers[{path[1]}]" + (f" ({name})" if isinstance(name, str) else "")
-        return ctx, path[2:]
-    return "", path
-
-
-def _dotted(path: Loc) -> str:
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out
-
-
-def _problem(doc: Document, err: dict) -> Problem:
-    kind = err["type"]
-    path, _ = _data_path(doc.data, err["loc"])
-    context, rest = _context(doc.data, path)
-    field = _dotted(rest)
-    subject = field or "this layer" if context else field or "the spec"
-    got = err.get("input")
-    ctx = err.get("ctx") or {}
-    key = False
-    if kind == "missing":
-        where_loc = path[:-1]
-        message = f"missing required key '{rest[-1] if rest else path[-1]}'"
-    elif kind == "extra_forbidden":
-        key, where_loc = True, path
-        model = _model_at(doc.data, path)
-        choices = list(model.model_fields) if model else []
-        message = f"unknown key '{path[-1]}'{did_you_mean(path[-1], choices)}"
-        if choices:
-            section = path[-2] if len(path) > 1 and isinstance(path[-2], str) else "a spec"
-            message += f"; {_tag(model) or section} takes: {', '.join(choices)}"
-    elif kind == "union_tag_invalid":
-        where_loc = (*path, "type")
-        tag = ctx.get("tag")
-        tags = _tags_for(doc.data, path)
-        message = f"unknown type '{tag}'{did_you_mean(tag, tags)}"
-        if tags:
-            message += f"; {'layer ' if path[0] == 'layers' else ''}types: {', '.join(tags)}"
-    elif kind == "union_tag_not_found":
-        where_loc = path
-        message = "missing required key 'type'"
-    else:
-        where_loc = path
-        text = _describe(kind, ctx, got, err["msg"])
-        # a check across fields names them itself (data.crop … data.resize)
-        message = text if text.startswith(f"{field}.") else f"{subject} {text}"
-    return Problem(doc.where(where_loc, key=key), message, context)
-
-
-def _tags_for(data: Any, path: Loc) -> list[str]:
-    candidates, _ = _models_for(data, path)
-    return [t for t in map(_tag, candidates) if t]
-
-
-_DESCRIBE = {
-    "int_type": "must be an integer",
-    "float_type": "must be a number",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "finite_number": "must be a finite number",
-    "list_type": "must be a list",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "dict_type": "must be a mapping",
-    "string_pattern_mismatch": "must be letters, digits and _, starting with a letter",
-}
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value as the user wrote it, cut short: an error line stays one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
-
-
-def _describe(kind: str, ctx: dict, got: Any, default: str) -> str:
-    shown = f", got {_shown(got)}"
-    if kind in _DESCRIBE:
-        return _DESCRIBE[kind] + shown
-    bounds = {
-        "greater_than_equal": ("≥", "ge"),
-        "greater_than": (">", "gt"),
-        "less_than_equal": ("≤", "le"),
-        "less_than": ("<", "lt"),
-    }
-    if kind in bounds:
-        sign, name = bounds[kind]
-        return f"must be {sign} {ctx[name]}{shown}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}{shown}"
-    if kind in ("too_short", "too_long"):
-        n = ctx.get("min_length", ctx.get("max_length"))
-        items = f"{n} item{'' if n == 1 else 's'}, got {ctx.get('actual_length')}"
-        return f"needs at least {items}" if kind == "too_short" else f"takes at most {items}"
-    if kind == "value_error":
-        return default.removeprefix("Value error, ")
-    return f"{default[:1].lower()}{default[1:]}{shown}"

@@ -1,7 +1,7 @@
 """Training and data settings: the `train:` and `data:` sections of a spec.
 
 Every convention where the paper and later ports differ is a named option here, and the
-defaults are the paper's (shared/PAPER.md). One exception: `ten_crop` is off by default, since
+defaults are the paper's (docs/paper.md). One exception: `ten_crop` is off by default, since
 it makes every validation pass ten times dearer; specs/alexnet.yaml turns it on.
 """
 
@@ -69,6 +69,14 @@ class TrainConfig(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # torch.manual_seed takes 64 bits
     amp: bool = Field(False, description="mixed precision (CUDA only)")
     channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
+    tensorboard: bool = Field(
+        False,
+        description="also write metrics.jsonl's values as TensorBoard scalars in the run "
+        "folder's tb/ (needs the tensorboard extra)",
+    )
+    tensorboard_every: Annotated[int, Field(ge=1)] = Field(
+        20, description="TensorBoard: the mean training loss every this many steps"
+    )
 
 
 class DataConfig(Strict):

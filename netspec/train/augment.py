@@ -1,4 +1,4 @@
-"""The paper's data augmentation (shared/PAPER.md, "Data and augmentation") in torch.
+"""The paper's data augmentation (docs/paper.md, "Data and augmentation") in torch.
 
 One training image goes, in the paper's order:
 
@@ -29,10 +29,10 @@ from torch.utils.data import get_worker_info
 
 from netspec.spec.settings import DataConfig
 
-# The widely copied ImageNet values (PAPER.md), pixels in [0, 1]. PAPER.md lists the ROWS of
-# the matrix below; its COLUMNS are the eigenvectors p1, p2, p3. The first column is nearly
-# (1, 1, 1)/√3, brightness, as it must be for natural images; read as rows instead, the implied
-# covariance would anti-correlate red and green (tests/test_augment.py checks this).
+# The widely copied ImageNet values (docs/paper.md), pixels in [0, 1]. docs/paper.md lists the
+# ROWS of the matrix below; its COLUMNS are the eigenvectors p1, p2, p3. The first column is
+# nearly (1, 1, 1)/√3, brightness, as it must be for natural images; read as rows instead, the
+# implied covariance would anti-correlate red and green (tests/train/test_augment.py checks it).
 IMAGENET_PCA: tuple[Tensor, Tensor] = (
     torch.tensor([0.2175, 0.0188, 0.0045]),
     torch.tensor(
@@ -251,6 +251,8 @@ def seed_worker(worker_id: int) -> None:
     again for the same loader generator seed, which is what exact resume needs.
     """
     info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
+    if info is None:  # called outside a worker: nothing to reseed
+        return
+    transform = getattr(info.dataset, "transform", None)
     if isinstance(transform, TrainTransform):
         transform.reseed(info.seed)

@@ -54,11 +54,12 @@ def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     flags = {"epochs": "train.epochs", "batch_size": "train.batch_size", "workers": "data.workers"}
-    return [
+    overrides = [
         f"{key}={getattr(args, name)}"
         for name, key in flags.items()
         if getattr(args, name, None) is not None
     ]
+    return overrides + (["train.tensorboard=true"] if getattr(args, "tensorboard", False) else [])
 
 
 def run_train(args: argparse.Namespace) -> int:

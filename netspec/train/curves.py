@@ -1,20 +1,25 @@
-"""curves.png: loss and accuracy against epoch, redrawn after every epoch."""
+"""curves.png: loss and accuracy against epoch, redrawn after every epoch.
+
+Drawn on a `Figure` with its own Agg canvas rather than through pyplot, so that importing
+netspec never changes the matplotlib backend of the program that imports it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from netspec.atomic import atomic_write
 
 
-def draw_curves(rows: list[dict], path: Path, title: str) -> None:
+def draw_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     left.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
     left.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
@@ -28,4 +33,3 @@ def draw_curves(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)

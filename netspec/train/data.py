@@ -1,9 +1,9 @@
 """Image folders for training: checked with one-line errors, fitted once, loaded per epoch.
 
 The layout is torchvision's ImageFolder: ROOT/train/<class>/*.png|jpg and ROOT/val/<class>/…
-(extensions in any case, nested folders allowed, dot-files ignored). Each access decodes and
-rescales one image; the training-set statistics (mean image, RGB PCA) are fitted once and
-cached in a file keyed by everything they depend on.
+(extensions in any case, nested folders allowed, files and folders named .* ignored). Each
+access decodes and rescales one image; the training-set statistics (mean image, RGB PCA) are
+fitted once and cached in a file keyed by everything they depend on.
 
 Typical use, one loader per epoch so that epoch k is reproducible from (seed, k) alone:
 
@@ -15,6 +15,7 @@ Typical use, one loader per epoch so that epoch k is reproducible from (seed, k)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
 
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
@@ -43,6 +45,7 @@ from netspec.train.augment import (
 from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+PATTERN = "<class>/*.png|jpg"  # how messages show the layout a split needs
 STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitted
 UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
@@ -74,50 +77,64 @@ def load_image(path: Path, resize: int) -> Tensor:
         raise DataError(f"cannot read image {path}: {reason}; replace or delete it") from None
 
 
-class ImageSplit(Dataset):
-    """One split of an image folder: (image, class index) pairs, through `transform` if set."""
+class ImageSplit(ImageFolder):
+    """One split of an image folder: (image, class index) pairs, through `transform` if set.
 
-    def __init__(
-        self, folder: Path, classes: list[str], samples: list[tuple[Path, int]], resize: int
-    ) -> None:
-        self.folder, self.classes, self.samples, self.resize = folder, classes, samples, resize
+    torchvision's ImageFolder, with folders and files whose names start with a dot left out
+    (`.ipynb_checkpoints`, macOS's `._x.jpg`), `load_image` as its loader, and each class's
+    files in path order, as `Path`s.
+    """
+
+    def __init__(self, folder: Path, resize: int) -> None:
+        self.folder, self.resize = folder, resize
+        loader = functools.partial(load_image, resize=resize)
+        super().__init__(folder, loader=loader, is_valid_file=self._is_image, allow_empty=True)
+        by_class = sorted((c, Path(p)) for p, c in self.samples)
+        self.samples: list[tuple[Path, int]] = [(p, c) for c, p in by_class]
+        self.imgs = self.samples
+        self.targets: list[int] = [c for c, _ in by_class]
         self.transform: TrainTransform | EvalTransform | None = None
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(
+            d.name for d in Path(directory).iterdir() if d.is_dir() and not _hidden(d.name)
+        )
+        if not classes:
+            raise DataError(
+                f"{directory} has no class folders: put each class's images in {PATTERN}"
+            )
+        return classes, {name: i for i, name in enumerate(classes)}
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        path, label = self.samples[index]
-        img = load_image(path, self.resize)
-        return (self.transform(img) if self.transform else img), label
+    def _is_image(self, path: str) -> bool:
+        file = Path(path)
+        return (
+            file.suffix.lower() in IMAGE_SUFFIXES
+            and not any(_hidden(part) for part in file.relative_to(self.folder).parts)
+            and file.is_file()
+        )
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 def open_split(root: Path, split: str, resize: int = 256) -> ImageSplit:
     """The `split` ("train" or "val") of ROOT, checked: folders exist, every class has images."""
     root = Path(root)
-    pattern = "<class>/*.png|jpg"
     if not root.is_dir():
-        expected = f"{root}/train/{pattern} and {root}/val/{pattern}"
+        expected = f"{root}/train/{PATTERN} and {root}/val/{PATTERN}"
         raise DataError(f"data folder {root} not found: expected {expected}")
     folder = root / split
     if not folder.is_dir():
-        raise DataError(f"{folder} not found: expected {folder}/{pattern}")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{folder} has no class folders: put each class's images in {pattern}")
-    samples = []
-    for label, name in enumerate(classes):
-        images = sorted(
-            p
-            for p in (folder / name).rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        raise DataError(f"{folder} not found: expected {folder}/{PATTERN}")
+    images = ImageSplit(folder, resize)
+    empty = sorted(set(range(len(images.classes))) - set(images.targets))
+    if empty:
+        raise DataError(
+            f"{folder / images.classes[empty[0]]} has no images: "
+            "add .png or .jpg files or remove the folder"
         )
-        if not images:
-            raise DataError(
-                f"{folder / name} has no images: add .png or .jpg files or remove the folder"
-            )
-        samples += [(p, label) for p in images]
-    return ImageSplit(folder, classes, samples, resize)
+    return images
 
 
 def resolve_data_dir(arg: str) -> Path:
@@ -179,7 +196,9 @@ class Data:
         """Shuffled, augmented batches (float B×3×crop×crop) for one epoch, reproducible from
         (seed, epoch) whatever came before: iterate it once, make a new one next epoch."""
         loader_seed, main_seed = epoch_seeds(seed, epoch)
-        self.train_set.transform.reseed(main_seed)  # workers reseed their copies themselves
+        transform = self.train_set.transform
+        assert isinstance(transform, TrainTransform), "open_data gives train a TrainTransform"
+        transform.reseed(main_seed)  # workers reseed their copies themselves
         generator = torch.Generator().manual_seed(loader_seed)
         return loader(self.train_set, batch_size, self.workers, generator)
 

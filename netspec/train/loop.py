@@ -31,6 +31,7 @@ from netspec.train.optim import make_optimizer
 from netspec.train.progress import Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
+from netspec.train.tensorboard import Board
 
 Log = Callable[[str], None]
 
@@ -52,6 +53,7 @@ def train_epoch(
     scaler: torch.amp.GradScaler,
     opts: Options,
     label: str,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """One pass over the training batches; the mean loss, the speed and the time spent waiting."""
     model.train()
@@ -76,6 +78,8 @@ def train_epoch(
         total_loss += value * len(y)
         images += len(y)
         progress.update(int(images), value)
+        if on_step:
+            on_step(step, value)
         tick = time.perf_counter()
     progress.close()
     elapsed = time.perf_counter() - start
@@ -93,6 +97,8 @@ class Run:
         self, spec: Spec, data_root: Path, out: Path, device: torch.device, log: Log = print
     ):
         check_sizes(spec)
+        tb = spec.train  # first: a missing tensorboard package is found before any work
+        self.board = Board(Path(out) / "tb", tb.tensorboard_every) if tb.tensorboard else None
         self.data = open_data(data_root, spec.data)
         check_data_fits(spec, self.data.train_set.folder, self.data.classes)
         if len(self.data.train_set) < spec.train.batch_size:
@@ -182,9 +188,10 @@ class Run:
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout draws, reproducible per epoch
         loader = self.data.train_loader(cfg.batch_size, cfg.seed, epoch)
         label = f"epoch {epoch + 1}/{cfg.epochs}"
+        hook = self.board.begin_epoch(epoch, len(loader), self.schedule.lr) if self.board else None
         try:
             return train_epoch(
-                self.model, loader, len(loader), self.optimizer, self.scaler, self.opts, label
+                self.model, loader, len(loader), self.optimizer, self.scaler, self.opts, label, hook
             )
         except Diverged as exc:
             kept = f"{self.folder.last} (epoch {epoch})" if epoch else "none yet"
@@ -197,6 +204,8 @@ class Run:
         """Log the epoch's row, save the checkpoints, redraw the curves, say how it went."""
         self.rows.append(row)
         self.folder.append_row(row)
+        if self.board:
+            self.board.end_epoch(row)
         self.epoch += 1
         self.save(row)
         title = f"{self.spec.name} on {self.data_root.name}"

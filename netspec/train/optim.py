@@ -1,6 +1,6 @@
 """Optimizers: the paper's SGD rule, torch's SGD, and the weight/bias parameter groups.
 
-The paper keeps the learning rate inside the velocity (shared/PAPER.md, "Training recipe"):
+The paper keeps the learning rate inside the velocity (docs/paper.md, "Training"):
 
     v <- m*v - wd*lr*w - lr*grad;   w <- w + v
 
@@ -13,7 +13,7 @@ Both are offered so that a run can say which one it reproduces.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -41,6 +41,12 @@ class PaperSGD(torch.optim.Optimizer):
                 "must all be >= 0"
             )
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -88,7 +94,7 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     netspec.train.schedule.apply_lr). Frozen parameters are left out, and so is an empty group.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
+    groups: list[dict[str, Any]] = [
         {
             "name": "weights",
             "params": [p for n, p in named if not is_bias(n)],

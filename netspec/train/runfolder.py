@@ -6,6 +6,7 @@ last.pt         the resume point, written atomically after every epoch
 best.pt         the epoch with the best validation top-1, written before last.pt
 interrupted.pt  the weights of an epoch cut short by Ctrl-C or SIGTERM
 curves.png      loss and accuracy against epoch
+tb/             TensorBoard event files, with train.tensorboard (a view of metrics.jsonl)
 .lock           held (flock) by the one process writing the run
 
 best.pt is written before last.pt, so a kill between the two leaves a best.pt one epoch
@@ -38,7 +39,7 @@ from netspec.train.checkpoint import (
     save_checkpoint,
 )
 
-RESUME_MAY_CHANGE = {"train.epochs", "data.workers"}
+RESUME_MAY_CHANGE = {"train.epochs", "data.workers", "train.tensorboard", "train.tensorboard_every"}
 _HELD: set[int] = set()  # lock descriptors this process holds
 
 
@@ -146,7 +147,7 @@ class RunFolder:
         if set(changed) - RESUME_MAY_CHANGE:
             raise UsageError(
                 f"--resume {self.path}: {', '.join(changed)} changed since the run started; "
-                f"a resumed run may change only {' and '.join(sorted(RESUME_MAY_CHANGE))}: "
+                f"a resumed run may change only {', '.join(sorted(RESUME_MAY_CHANGE))}: "
                 "start a new run (--out) for other settings"
             )
 

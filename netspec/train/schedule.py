@@ -1,5 +1,8 @@
 """Learning-rate schedules: the `train.schedule` section of a spec, one class per `type`.
 
+Step and cosine are torch's schedulers; the paper's plateau rule is written here, because
+torch's ReduceLROnPlateau cannot stop after a number of drops.
+
 Epochs are numbered from 0. Protocol for the training loop:
 
     schedule = make_schedule(cfg)
@@ -18,6 +21,7 @@ import math
 from typing import ClassVar
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from netspec.spec.settings import (
     ConstantSchedule,
@@ -64,31 +68,68 @@ class Constant(LRSchedule):
         return self.base_lr
 
 
-class Step(LRSchedule):
-    """lr(e) = lr * factor ** (e // every): the rate falls at epochs every, 2*every, ..."""
+class TorchSchedule(LRSchedule):
+    """A `torch.optim.lr_scheduler` stepped once an epoch, on a stand-in optimiser.
 
-    def __init__(self, cfg: TrainConfig) -> None:
-        super().__init__(cfg)
-        self.every, self.factor = cfg.schedule.every, cfg.schedule.factor
-
-    def _next_lr(self, val_error: float) -> float:
-        return self.base_lr * self.factor ** (self.epoch // self.every)
-
-
-class Cosine(LRSchedule):
-    """lr(e) = min_lr + (lr - min_lr) * (1 + cos(pi * e / epochs)) / 2, for e in 0..epochs.
-
-    As torch's CosineAnnealingLR with T_max = epochs: the last trained epoch (epochs - 1)
-    is one step short of min_lr; past `epochs` the rate stays at min_lr.
+    The stand-in has one parameter group at the base rate; `apply_lr` then copies the rate
+    onto the real optimiser's groups with their multipliers. The rate depends on the epoch
+    alone, so a loaded state is reached by replaying the epochs.
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
-        self.epochs, self.min_lr = cfg.epochs, cfg.schedule.min_lr
+        self.cfg = cfg
+        self.scheduler = self._start()
+
+    def _make(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        raise NotImplementedError
+
+    def _start(self) -> LRScheduler:
+        optimizer = torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=self.cfg.lr)
+        scheduler = self._make(optimizer)
+        optimizer.step()  # updates nothing; torch warns of a scheduler stepped before it
+        return scheduler
+
+    def _advance(self, epoch: int) -> None:
+        """Move the scheduler to `epoch`, the next one it gives a rate for."""
+        self.scheduler.step()
 
     def _next_lr(self, val_error: float) -> float:
-        t = min(self.epoch, self.epochs) / self.epochs
-        return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t)) / 2
+        self._advance(self.epoch)
+        return float(self.scheduler.get_last_lr()[0])
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
+        super().load_state_dict(state)
+        self.scheduler = self._start()
+        for epoch in range(1, self.epoch + 1):
+            self._advance(epoch)
+
+
+class Step(TorchSchedule):
+    """lr(e) = lr * factor ** (e // every): torch's StepLR, falling at every, 2*every, ..."""
+
+    def _make(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        rule = self.cfg.schedule
+        assert isinstance(rule, StepSchedule)
+        return torch.optim.lr_scheduler.StepLR(optimizer, rule.every, rule.factor)
+
+
+class Cosine(TorchSchedule):
+    """lr(e) = min_lr + (lr - min_lr) * (1 + cos(pi * e / epochs)) / 2, for e in 0..epochs.
+
+    torch's CosineAnnealingLR with T_max = epochs: the last trained epoch (epochs - 1) is one
+    step short of min_lr. Past `epochs`, where torch's curve would rise again, the rate stays
+    at min_lr.
+    """
+
+    def _make(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        rule = self.cfg.schedule
+        assert isinstance(rule, CosineSchedule)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.cfg.epochs, rule.min_lr)
+
+    def _advance(self, epoch: int) -> None:
+        if epoch <= self.cfg.epochs:
+            self.scheduler.step()
 
 
 class Plateau(LRSchedule):
@@ -111,6 +152,7 @@ class Plateau(LRSchedule):
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
+        assert isinstance(cfg.schedule, PlateauSchedule)
         self.rule = cfg.schedule
         self.best = math.inf
         self.bad_epochs = 0

@@ -303,6 +303,21 @@ def test_missing_folder_is_a_usage_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_overlong_file_name_is_one_line_and_leaves_no_file(tmp_path, capsys):
+    out = tmp_path / ("a" * 300 + ".dot")
+    assert main(["draw", str(PAPER), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].endswith("File name too long; use a shorter name")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_name_near_the_limit_still_has_room_for_its_temporary_file(tmp_path, capsys):
+    out = tmp_path / ("a" * 251 + ".dot")  # 255 bytes: the most one name may have
+    assert main(["draw", str(PAPER), "-o", str(out)]) == 0
+    assert parse_dot(out.read_text()).name == "alexnet"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
 @pytest.mark.skipif(DOT is None, reason="graphviz's dot is not installed")
 def test_renders_svg(tmp_path, capsys):
     out = tmp_path / "alexnet.svg"

@@ -81,4 +81,6 @@ def test_torch_and_caffe_windows_differ_only_for_even_sizes():
         assert torch.equal(a, b) == (size % 2 == 1), size
     window = x[0, 2:6, 0, 0]
     torch_4 = LocalResponseNorm(4, 1.0, 0.75, 1.0, convention="torch")(x)[0, 4, 0, 0]
-    assert float(torch_4) == pytest.approx(5 / (1 + float((window**2).sum()) / 4) ** 0.75, rel=1e-12)
+    assert float(torch_4) == pytest.approx(
+        5 / (1 + float((window**2).sum()) / 4) ** 0.75, rel=1e-12
+    )

@@ -41,6 +41,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_kill_mid_write_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     paths = [tmp_path / f"run{k}" / "ckpt.pt" for k in range(4)]

@@ -119,6 +119,34 @@ def test_jpeg_png_any_case_and_dotfiles_ignored(tmp_path):
     assert [split[i][0].shape for i in range(3)] == [(3, 8, 8)] * 3
 
 
+def test_hidden_folders_are_neither_classes_nor_images(tmp_path):
+    make_folder(tmp_path)
+    write_image(tmp_path / "train" / ".ipynb_checkpoints" / "0.png", 7)  # not a class
+    write_image(tmp_path / "train" / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png", 8)
+    write_image(tmp_path / "train" / "cat" / "deep" / "5.png", 9)  # a visible sub-folder counts
+    split = open_split(tmp_path, "train")
+    assert split.classes == ["cat", "dog"]
+    assert [str(p.relative_to(split.folder)) for p, _ in split.samples] == [
+        "cat/0.png",
+        "cat/1.png",
+        "cat/2.png",
+        "cat/deep/5.png",
+        "dog/0.png",
+        "dog/1.png",
+        "dog/2.png",
+    ]
+    assert split.targets == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_a_class_of_hidden_files_only_has_no_images(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "emu").mkdir()
+    write_image(tmp_path / "train" / "emu" / ".ipynb_checkpoints" / "0.png", 7)
+    with pytest.raises(DataError) as err:
+        open_split(tmp_path, "train")
+    assert "has no images" in one_line_naming(err, tmp_path / "train" / "emu")
+
+
 def test_resolve_data_dir(monkeypatch, tmp_path):
     monkeypatch.setattr(netspec.train.data, "ensure_shapes", lambda: tmp_path / "built-in")
     assert resolve_data_dir("shapes") == tmp_path / "built-in"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import math
 import typing
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from netspec import load_spec
 from netspec.spec import settings
 from netspec.spec.settings import (
     ConstantSchedule,
@@ -61,6 +64,39 @@ def test_cosine_follows_its_formula_and_stays_at_min_lr() -> None:
     formula = [0.001 + 0.099 * (1 + math.cos(math.pi * min(e, 10) / 10)) / 2 for e in range(13)]
     assert got == pytest.approx(formula, rel=1e-12)
     assert (got[0], got[5], got[10], got[12]) == pytest.approx((0.1, 0.0505, 0.001, 0.001))
+
+
+def cosine_formula(lr: float, epochs: int, min_lr: float, e: int) -> float:
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * min(e, epochs) / epochs)) / 2
+
+
+@pytest.mark.parametrize(
+    ("lr", "epochs", "min_lr"), [(0.03, 20, 0.0), (0.01, 90, 0.0), (0.1, 7, 1e-4), (1.0, 1, 0.5)]
+)
+def test_torch_cosine_gives_the_hand_formula_over_long_runs(lr, epochs, min_lr) -> None:
+    cfg = TrainConfig(lr=lr, epochs=epochs, schedule=CosineSchedule(min_lr=min_lr))
+    got = lrs(make_schedule(cfg), [0.5] * (3 * epochs))
+    want = [cosine_formula(lr, epochs, min_lr, e) for e in range(3 * epochs + 1)]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("lr", "every", "factor"), [(0.01, 30, 0.1), (0.1, 1, 0.5), (0.3, 4, 0.9)])
+def test_torch_step_gives_the_hand_formula_over_long_runs(lr, every, factor) -> None:
+    cfg = TrainConfig(lr=lr, schedule=StepSchedule(every=every, factor=factor))
+    got = lrs(make_schedule(cfg), [0.5] * 100)
+    assert got == pytest.approx([lr * factor ** (e // every) for e in range(101)], rel=1e-12)
+
+
+def test_the_mini_specs_rates_are_the_formulas_to_the_bit_the_optimiser_sees() -> None:
+    """The update uses the rate in float32 (torch rounds a float scalar to the tensor's type):
+    there torch's recursive cosine and the closed form agree, so training is unchanged."""
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "alexnet-mini.yaml")
+    cfg = spec.train
+    assert isinstance(cfg.schedule, CosineSchedule)
+    got = lrs(make_schedule(cfg), [0.5] * cfg.epochs)
+    want = [cosine_formula(cfg.lr, cfg.epochs, cfg.schedule.min_lr, e) for e in range(len(got))]
+    for rate in (1.0, cfg.weight_decay):
+        assert [np.float32(-rate * g) for g in got] == [np.float32(-rate * w) for w in want]
 
 
 def test_constant_stays() -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from netspec import compile, load_spec
+from netspec.cli import main
 from netspec.errors import UsageError
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.data import open_data
@@ -61,6 +62,7 @@ def rows(run) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
 
 
+@pytest.mark.slow
 def test_run_folder_holds_spec_metrics_checkpoints_and_curves(data, tmp_path):
     spec = load_spec(TINY, ["train.epochs=2"])
     history = train(spec, data, tmp_path / "run", log=lambda *_: None)
@@ -86,6 +88,7 @@ def test_run_folder_holds_spec_metrics_checkpoints_and_curves(data, tmp_path):
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_metrics(data, tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     args = [str(TINY), "--data", str(data)]
@@ -107,6 +110,7 @@ def test_resume_after_kill_gives_the_same_metrics(data, tmp_path):
     assert rows(broken) == rows(whole)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     run = Run(load_spec(TINY), data, tmp_path / "run", torch.device("cpu"), log=lambda *_: None)
     run.start()
@@ -121,6 +125,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_nan_loss_from_the_start_exits_1_with_one_line(data, tmp_path):
     p = train_tiny(data, tmp_path, "--out", str(tmp_path / "run"), "--set", "train.lr=1e30")
     assert p.wait(timeout=120) == 1
@@ -130,6 +135,7 @@ def test_nan_loss_from_the_start_exits_1_with_one_line(data, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)
@@ -137,8 +143,8 @@ def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     assert p.wait(timeout=120) == 2
     assert p.stderr.read().strip().splitlines()[-1] == (
         f"netspec train: --resume {run}: train.momentum changed since the run started; a "
-        "resumed run may change only data.workers and train.epochs: start a new run (--out) "
-        "for other settings"
+        "resumed run may change only data.workers, train.epochs, train.tensorboard, "
+        "train.tensorboard_every: start a new run (--out) for other settings"
     )
     p = train_tiny(data, tmp_path, "--resume", str(run), "--epochs", "2")
     assert p.wait(timeout=120) == 0, p.stderr.read()
@@ -146,6 +152,7 @@ def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     assert [r["epoch"] for r in rows(run)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_cleanly_and_keeps_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     p = train_tiny(data, tmp_path, "--out", str(run), "--epochs", "50")
@@ -168,19 +175,17 @@ def test_class_count_must_match_the_folder(data, tmp_path):
         train(spec, data, tmp_path / "run", log=lambda *_: None)
 
 
-def test_crop_must_match_input(data, tmp_path):
-    p = train_tiny(data, tmp_path, "--set", "data.crop=24")
-    assert p.wait(timeout=60) == 2
-    assert p.stderr.read().strip() == (
+def test_crop_must_match_input(data, capsys):
+    assert main(["train", str(TINY), "--data", str(data), "--set", "data.crop=24"]) == 2
+    assert capsys.readouterr().err.strip() == (
         "--set data.crop=24: data.crop is 24 but the input is 3×28×28; crops are square and "
         "must match: set data.crop: 28 (and a square input)"
     )
 
 
-def test_missing_data_folder_is_one_line(tmp_path):
-    p = netspec("train", str(TINY), "--data", str(tmp_path / "nope"), env_cache=tmp_path / "c")
-    assert p.wait(timeout=60) == 2
-    err = p.stderr.read().strip().splitlines()
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    assert main(["train", str(TINY), "--data", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "nope") in err[0]
 
 
@@ -214,6 +219,7 @@ def test_pixel_scale_multiplies_what_the_network_sees(data):
     assert evaluate(model, loader, opts)["val_loss"] == pytest.approx(loss / 30, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_command_reads_a_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=lambda *_: None)

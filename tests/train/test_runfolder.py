@@ -2,6 +2,7 @@
 writes, crafted or missing files on resume, names that YAML or file systems misread."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -279,3 +280,13 @@ def test_resume_with_other_workers_reproduces_the_uninterrupted_run(data, tmp_pa
     resumed = load_spec(split / "spec.yaml", ["train.epochs=2", "data.workers=2"])
     train(resumed, data, split, resume=True, log=quiet)
     assert rows(split) == rows(whole)
+
+
+def test_a_finished_cosine_run_given_more_epochs_trains_on_smoothly(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    cosine = ["train.schedule={type: cosine}", "train.lr=0.02", "data.workers=0"]
+    train(load_spec(TINY, [*cosine, "train.epochs=2"]), data, run, log=quiet)
+    args = ["train", str(TINY), "--data", str(data), "--resume", str(run), "--epochs", "4"]
+    assert main(args) == 0
+    want = [0.02, 0.01] + [0.01 * (1 + math.cos(math.pi * k / 3)) / 2 for k in (1, 2)]
+    assert [r["lr"] for r in rows(run)] == pytest.approx(want, abs=1e-9)  # 0.0075, 0.0025

@@ -200,7 +200,7 @@ def _compose(text: str) -> yaml.Node | None:
 
 
 def _node(event: yaml.NodeEvent, anchors: dict[str, yaml.Node], open_nodes: list) -> yaml.Node:
-    mark = event.start_mark
+    mark: Any = event.start_mark  # libyaml's marks and PyYAML's have the same fields
     if isinstance(event, yaml.AliasEvent):
         if event.anchor not in anchors:
             raise _Limit(mark, f"alias *{event.anchor} names no anchor; define &{event.anchor}")
@@ -210,11 +210,13 @@ def _node(event: yaml.NodeEvent, anchors: dict[str, yaml.Node], open_nodes: list
             raise _Limit(target.start_mark, f"recursive alias: a value contains itself ({used})")
         return target
     if isinstance(event, yaml.ScalarEvent):
-        return yaml.ScalarNode(_resolve(event), event.value, mark, event.end_mark, event.style)
-    explicit = event.tag not in (None, "!")
+        end: Any = event.end_mark
+        return yaml.ScalarNode(_resolve(event), event.value, mark, end, event.style)
+    assert isinstance(event, yaml.CollectionStartEvent)
+    tag = event.tag if event.tag not in (None, "!") else None
     if isinstance(event, yaml.SequenceStartEvent):
-        return yaml.SequenceNode(event.tag if explicit else _SEQ, [], mark, None)
-    return yaml.MappingNode(event.tag if explicit else _MAP, [], mark, None)
+        return yaml.SequenceNode(tag or _SEQ, [], mark, None)
+    return yaml.MappingNode(tag or _MAP, [], mark, None)
 
 
 def _attach(node: yaml.Node, open_nodes: list, pending_key: list) -> None:
@@ -274,9 +276,9 @@ class _Converter:
         if node.tag not in (_SEQ, _MAP):
             self.problems.append(Problem(self.mark(node), str(_not_allowed(node.tag))))
             return None
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
-        return self.mapping(node, loc, depth)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, loc, depth)
+        return [self.convert(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
 
     def mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}

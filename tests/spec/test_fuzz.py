@@ -95,7 +95,7 @@ def folder():
 
 @pytest.mark.slow
 @settings(
-    max_examples=120,
+    max_examples=300,
     deadline=None,  # timed below, against a bound that holds on a loaded machine
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,

@@ -134,6 +134,7 @@ def test_kill_between_best_and_last_loses_nothing(data, tmp_path):
     assert weights_equal(broken / "last.pt", whole / "last.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing", "older"])
 def test_resume_repairs_a_best_pt_older_than_the_best_epoch(data, tmp_path, damage, capsys):
     # what a kill after last.pt and before best.pt left, when last.pt was written first
@@ -236,6 +237,7 @@ def test_spec_yaml_reads_back_the_same_spec(name):
     )
 
 
+@pytest.mark.slow
 def test_a_run_named_like_a_number_can_be_resumed(data, tmp_path, capsys):
     run = tmp_path / "run"
     train(load_spec(TINY, ["name='1e5'", "train.epochs=1", "data.workers=0"]), data, run, log=quiet)
@@ -268,6 +270,7 @@ def test_default_run_folder_is_a_safe_name(name, slug):
 # ------------------------------------------------------------- resume with other workers
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="augmentation draws depend on the worker count (each worker reseeds its own "
@@ -282,6 +285,7 @@ def test_resume_with_other_workers_reproduces_the_uninterrupted_run(data, tmp_pa
     assert rows(split) == rows(whole)
 
 
+@pytest.mark.slow
 def test_a_finished_cosine_run_given_more_epochs_trains_on_smoothly(data, tmp_path, capsys):
     run = tmp_path / "run"
     cosine = ["train.schedule={type: cosine}", "train.lr=0.02", "data.workers=0"]

@@ -192,10 +192,15 @@ def _lrn(out: OnnxGraph, node: Node, inputs: list[str]) -> str:
             )
 
     else:
+        onnx_before, onnx_after = (layer.size - 1) // 2, layer.size // 2  # ONNX's window
+        why = (
+            "onnxruntime runs LRN of odd sizes only"
+            if (before, after) == (onnx_before, onnx_after)
+            else f"ONNX's LRN c-{onnx_before}…c+{onnx_after}"
+        )
         note = (
-            f"{node.name}: LRN (caffe convention, even size {layer.size}) is written out in "
-            f"elementary operators: it sums channels c-{before}…c+{after}, ONNX's LRN "
-            f"c-{after}…c+{before}"
+            f"{node.name}: LRN ({layer.convention} convention, even size {layer.size}) is "
+            f"written out in elementary operators: it sums channels c-{before}…c+{after}, {why}"
         )
         out.notes.append(note)
 
@@ -214,12 +219,12 @@ def _lrn(out: OnnxGraph, node: Node, inputs: list[str]) -> str:
 def lrn_window(layer: L.LRN) -> tuple[int, int, float]:
     """Channels summed before and after c, and the factor on the sum of squares.
 
-    The paper: ⌊n/2⌋ each side and α itself; caffe (cuda-convnet, torch): ⌊n/2⌋ before,
-    ⌊(n−1)/2⌋ after, and α/n — as `netspec.backends.torch_layers.LocalResponseNorm`.
+    The paper: ⌊n/2⌋ each side and α itself; torch (and cuda-convnet) and caffe (and
+    cuDNN, ONNX): α/n over the convention's window (netspec.spec.layers.LRN_WINDOWS) — as
+    `netspec.backends.torch_layers.LocalResponseNorm`.
     """
-    if layer.convention == "paper":
-        return layer.size // 2, layer.size // 2, layer.alpha
-    return layer.size // 2, (layer.size - 1) // 2, layer.alpha / layer.size
+    before, after = L.LRN_WINDOWS[layer.convention](layer.size)
+    return before, after, layer.alpha if layer.convention == "paper" else layer.alpha / layer.size
 
 
 def _lrn_elementary(

@@ -6,15 +6,18 @@ import torch
 from netspec.backends.torch_lrn import Window, local_response_norm
 from torch import nn
 
+from netspec.spec.layers import LRN_WINDOWS
+
 
 class LocalResponseNorm(nn.Module):
     """b_i = a_i / (k + α' Σ_j a_j²)^β over a window of channels, per device group.
 
     `paper`: α' = α and the window runs ⌊n/2⌋ channels each side of i (so an even n sums n + 1
-    channels, as the formula in the paper reads). `caffe`: α' = α/n over n channels,
-    ⌊n/2⌋ before i and ⌊(n-1)/2⌋ after, which is what cuda-convnet, Caffe and
-    `nn.LocalResponseNorm` compute. With `groups` > 1 each group's channels are normalised
-    among themselves only, as on the paper's two GPUs. The arithmetic is in `torch_lrn`.
+    channels, as the formula in the paper reads). `torch`: α' = α/n over n channels, ⌊n/2⌋
+    before i and ⌊(n-1)/2⌋ after, as `nn.LocalResponseNorm` and cuda-convnet. `caffe`: α/n
+    over ⌊(n-1)/2⌋ before and ⌊n/2⌋ after, as Caffe, cuDNN and ONNX (the same as `torch` for
+    odd n). With `groups` > 1 each group's channels are normalised among themselves only, as
+    on the paper's two GPUs. The arithmetic is in `torch_lrn`.
     """
 
     def __init__(
@@ -29,10 +32,8 @@ class LocalResponseNorm(nn.Module):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.convention, self.groups = convention, groups
-        if convention == "paper":
-            before, after, scale = size // 2, size // 2, alpha
-        else:
-            before, after, scale = size // 2, (size - 1) // 2, alpha / size
+        before, after = LRN_WINDOWS[convention](size)
+        scale = alpha if convention == "paper" else alpha / size
         self.window = Window(before, after, groups, k, scale, beta)
 
     def extra_repr(self) -> str:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import torch
 from netspec.backends import torch_layers as T
-from netspec.backends.torch_names import check_names
 from torch import nn
 
 from netspec.ir.records import INPUT, NetGraph, Node
@@ -19,7 +18,7 @@ from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
 from netspec.spec.layers import Init
 
-__all__ = ["BUILDERS", "Network", "check_names", "initialise", "to_module"]
+__all__ = ["BUILDERS", "Network", "initialise", "to_module"]
 
 Builder = Callable[[Node, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")

@@ -233,6 +233,8 @@ def _lrn(node: Node, in_size: int, groups: int) -> Source:
     args = _args(layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k, groups=per_group)
     if layer.convention == "paper":
         return Source(f"LocalResponseNorm({args})", ("lrn",))
+    if layer.convention == "caffe" and layer.size % 2 == 0:  # torch's window, mirrored
+        return Source(f"CaffeLocalResponseNorm({args})", ("caffe_lrn",))
     if per_group is None:
         return Source(f"nn.LocalResponseNorm({args})")
     return Source(f"GroupLocalResponseNorm({args})", ("group_lrn",))
@@ -342,6 +344,26 @@ class GroupLocalResponseNorm(nn.LocalResponseNorm):
         return torch.cat(
             [lrn(p, self.size, self.alpha, self.beta, self.k) for p in parts], dim=1
         )
+''',
+    "caffe_lrn": '''
+class CaffeLocalResponseNorm(nn.LocalResponseNorm):
+    """Caffe's local response normalisation (also cuDNN's and ONNX's): alpha / size over
+    size channels, for an even size c - size/2 + 1 ... c + size/2, which is torch's window
+    with the channels in reverse order; each group's channels on their own."""
+
+    def __init__(
+        self, size: int, alpha: float, beta: float, k: float, groups: int = 1
+    ) -> None:
+        super().__init__(size, alpha, beta, k)
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lrn = nn.functional.local_response_norm
+        parts = [
+            lrn(p.flip(1), self.size, self.alpha, self.beta, self.k).flip(1)
+            for p in x.chunk(self.groups, dim=1)
+        ]
+        return torch.cat(parts, dim=1)
 ''',
     "grouped_linear": '''
 class GroupedLinear(nn.Module):

@@ -19,10 +19,9 @@ if TYPE_CHECKING:
 
 def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:
     """The spec as a torch module; `device="meta"` builds it without allocating weights."""
-    from netspec.backends.torch_module import check_names, to_module
+    from netspec.backends.torch_module import to_module
 
     graph = build_graph(spec)
-    check_names(spec)
     return to_module(graph, spec.init, device)
 
 

@@ -151,12 +151,10 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from netspec import build_graph, load_spec
-    from netspec.backends.torch_names import check_names
     from netspec.ir.summary import format_table, to_json
 
     spec = load_spec(args.spec, args.overrides)
     graph = build_graph(spec)
-    check_names(spec)
     if args.check_module:
         _prove_it_compiles(spec, graph)
     if args.json:
@@ -231,12 +229,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from netspec.interrupt import describe, exit_status, sigterm_as_interrupt
+
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:
-        run: Command = getattr(__import__(module, fromlist=[function]), function)
-        return run(args)
+        with sigterm_as_interrupt():
+            run: Command = getattr(__import__(module, fromlist=[function]), function)
+            return run(args)
     except SpecError as exc:
         if args.debug:
             raise
@@ -250,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM where no command handles it
+        if args.debug:
+            raise
+        print(f"\nnetspec {args.command}: {describe(exc)}", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

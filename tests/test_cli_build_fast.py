@@ -59,6 +59,6 @@ def test_torch_attribute_names_are_refused_without_torch(tmp_path):
     )
     assert done.stdout.splitlines()[-1] == "2 []"
     assert done.stderr.strip() == (
-        f"{spec}:4:12: layers[0] (train): 'train' is the name of a torch module attribute; "
-        "rename the layer"
+        f"{spec}:4:12: layers[0] (train): name 'train' is the name of an attribute of every "
+        "torch module; rename the layer"
     )

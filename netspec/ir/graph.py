@@ -7,6 +7,9 @@ every shape, parameter and MAC count through the shape rules.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import networkx as nx
 
 from netspec.errors import Problem, SpecError, did_you_mean
@@ -17,9 +20,20 @@ from netspec.spec.model import Spec
 
 __all__ = ["INPUT", "NetGraph", "build_graph", "inputs_of", "located_warnings", "order"]
 
+BYTES_PER_VALUE = 4  # float32, what netspec trains in
+# One example's tensor, or one layer's weights: beyond 2^48 values (1 PiB of float32) no
+# machine holds it, and a batch of them would pass torch's 64-bit element index.
+MAX_ELEMENTS = 2**48
+_LIMIT = f"more than the {MAX_ELEMENTS:,} (2⁴⁸) netspec allows: make it smaller"
+SUGGESTIONS = 20  # did-you-mean hints per build
+
 
 def build_graph(spec: Spec) -> NetGraph:
-    """Wire the layers, check the structure, infer every shape; all mistakes raised at once."""
+    """Wire the layers, check the structure, infer every shape; all mistakes raised at once.
+
+    A mistake in one layer does not hide one in another: shapes are inferred for every layer
+    whose inputs are sound, skipping only those downstream of a layer that could not be built.
+    """
     graph = NetGraph(
         net=Net(
             name=spec.name,
@@ -32,20 +46,24 @@ def build_graph(spec: Spec) -> NetGraph:
     graph.add_record(
         Node(INPUT, "input", -1, None, shape=tuple(spec.input), towers=list(spec.groups))
     )
-    problems = _add_layers(spec, graph)
-    problems += _wire(spec, graph)
-    if problems:
-        raise SpecError(problems)
-    problems = _check_structure(spec, graph)
-    if problems:
-        raise SpecError(problems)
-    problems = _infer_shapes(spec, graph)
+    problems, repeated = _add_layers(spec, graph)
+    wiring, broken = _wire(spec, graph, repeated)
+    problems += wiring
+    # a layer read under a misspelt name looks unused: report that only when the wiring is sound
+    structure, cyclic = _check_structure(spec, graph, check_unused=not problems)
+    problems += structure
+    problems += _infer_shapes(spec, graph, broken | cyclic)
     net = graph.net
-    net.warnings = [(n.name, w) for n in graph.layers() for w in n.warnings]
+    layers = sorted((graph.node(n) for n in graph.nodes if n != INPUT), key=lambda n: n.index)
+    net.warnings = [(n.name, w) for n in layers for w in n.warnings]
     if problems:
         raise SpecError(problems, located_warnings(spec, graph))
     net.params = sum(n.params for n in graph.layers())
     net.macs = sum(n.macs for n in graph.layers())
+    net.param_bytes = net.params * BYTES_PER_VALUE
+    net.activation_bytes = BYTES_PER_VALUE * sum(
+        math.prod(n.shape) for n in [graph.node(INPUT), *graph.layers()]
+    )
     return graph
 
 
@@ -73,23 +91,26 @@ def _problem(spec: Spec, i: int, message: str, *loc: str | int) -> Problem:
     return Problem(spec.where(("layers", i, *loc)), message, spec.layer_context(i))
 
 
-def _add_layers(spec: Spec, graph: NetGraph) -> list[Problem]:
-    """One node per layer; a reserved or repeated name is a mistake and gets no node."""
+def _add_layers(spec: Spec, graph: NetGraph) -> tuple[list[Problem], set[str]]:
+    """One node per layer; a reserved or repeated name is a mistake and gets no node.
+    Returns the problems and the repeated names (which no reader can be wired to)."""
     problems: list[Problem] = []
     first: dict[str, int] = {}
+    repeated: set[str] = set()
     for i, layer in enumerate(spec.layers):
         if layer.name == INPUT:
             problems.append(
                 _problem(spec, i, f"'{INPUT}' names the spec's input; rename this layer", "name")
             )
         elif layer.name in first:
+            repeated.add(layer.name)
             at = spec.where(("layers", first[layer.name], "name"))
             message = f"duplicate layer name '{layer.name}' (first at {at}); "
             problems.append(_problem(spec, i, message + "layer names must be unique", "name"))
         else:
             first[layer.name] = i
             graph.add_record(Node(layer.name, layer.type, i, layer))
-    return problems
+    return problems, repeated
 
 
 def _sources(spec: Spec, i: int) -> list[str]:
@@ -100,31 +121,41 @@ def _sources(spec: Spec, i: int) -> list[str]:
     return [spec.layers[i - 1].name if i else INPUT]
 
 
-def _wire(spec: Spec, graph: NetGraph) -> list[Problem]:
-    """An edge for every input each layer names; wrong counts and unknown names reported."""
+def _wire(spec: Spec, graph: NetGraph, repeated: set[str]) -> tuple[list[Problem], set[str]]:
+    """An edge for every input each layer names; wrong counts and unknown names reported.
+    Returns the problems and the layers whose inputs are not as written (no shape for them)."""
     problems: list[Problem] = []
+    broken: set[str] = set()
+    known = list(graph.nodes)
     for node in [graph.node(n) for n in graph.nodes if n != INPUT]:  # spec order
         assert node.layer is not None
         i, names = node.index, _sources(spec, node.index)
         arity = _arity(node.layer, len(names))
         if arity:
             problems.append(_problem(spec, i, arity, "inputs"))
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            message = f"inputs names {', '.join(repeated)} more than once; each input is read once"
+        counts = Counter(names)
+        twice = sorted(n for n, count in counts.items() if count > 1)
+        if twice:
+            message = f"inputs names {', '.join(twice)} more than once; each input is read once"
             problems.append(_problem(spec, i, message, "inputs"))
+        bad = bool(arity or twice or repeated.intersection(names))
         for port, src in enumerate(names):
             if src == node.name:
                 problems.append(
                     _problem(spec, i, "a layer cannot take its own output", "inputs", port)
                 )
+                bad = True
             elif src not in graph:
-                known = list(graph.nodes)
-                message = f"no layer named '{src}'{did_you_mean(src, known)}"
-                problems.append(_problem(spec, i, message, "inputs", port))
+                # suggestions compare against every name: only for the first few, so that a
+                # spec with thousands of wrong names is still answered at once
+                hint = did_you_mean(src, known) if len(problems) < SUGGESTIONS else ""
+                problems.append(_problem(spec, i, f"no layer named '{src}'{hint}", "inputs", port))
+                bad = True
             else:
                 graph.connect(src, node.name, port)
-    return problems
+        if bad:
+            broken.add(node.name)
+    return problems, broken
 
 
 def _arity(layer: Layer, count: int) -> str | None:
@@ -138,16 +169,23 @@ def _arity(layer: Layer, count: int) -> str | None:
     return None
 
 
-def _check_structure(spec: Spec, graph: NetGraph) -> list[Problem]:
-    """The wired graph must flow one way, and every output but the last must be read."""
+def _check_structure(
+    spec: Spec, graph: NetGraph, check_unused: bool
+) -> tuple[list[Problem], set[str]]:
+    """The wired graph must flow one way, and every output but the last must be read.
+    Returns the problems and the layers on a cycle (which have no shape)."""
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
-        return _unused(spec, graph)
+        return (_unused(spec, graph) if check_unused else []), set()
     first = graph.node(min((v for _, v in cycle), key=lambda n: graph.node(n).index))
     path = " → ".join([u for u, _ in cycle] + [cycle[0][0]])
     message = f"the layers form a cycle: {path}; a network must flow one way"
-    return [_problem(spec, first.index, message, "inputs")]
+    on_cycles = {
+        n for part in nx.strongly_connected_components(graph) if len(part) > 1 for n in part
+    }
+    problems = [_problem(spec, first.index, message, "inputs")]
+    return problems + (_unused(spec, graph) if check_unused else []), on_cycles
 
 
 def _unused(spec: Spec, graph: NetGraph) -> list[Problem]:
@@ -167,21 +205,30 @@ def _unused(spec: Spec, graph: NetGraph) -> list[Problem]:
     return problems
 
 
-def _infer_shapes(spec: Spec, graph: NetGraph) -> list[Problem]:
-    """Each layer's shape from its inputs' in running order; a layer downstream of a failed
-    one is skipped, so one mistake is reported once."""
+def _infer_shapes(spec: Spec, graph: NetGraph, skip: set[str]) -> list[Problem]:
+    """Each layer's shape from its inputs' in running order; a layer in `skip` or downstream
+    of a failed one is skipped, so that one mistake is reported once."""
     ctx = Context(groups=max(1, len(spec.groups)), classes=spec.classes, spec_input=INPUT)
     problems: list[Problem] = []
-    failed: set[str] = set()
-    for node in graph.layers():
-        sources = graph.inputs_of(node.name)
-        if failed.intersection(sources):
-            failed.add(node.name)
+    failed = set(skip)
+    values = math.prod(spec.input)
+    if values > MAX_ELEMENTS:
+        message = f"{fmt(tuple(spec.input))} is {values:,} values per example; {_LIMIT}"
+        problems.append(Problem(spec.where(("input",)), message))
+        failed.add(INPUT)
+    runnable = graph.subgraph(n for n in graph.nodes if n not in skip)
+    for name in nx.lexicographical_topological_sort(runnable, key=lambda n: graph.node(n).index):
+        node = graph.node(name)
+        sources = graph.inputs_of(name)
+        if name in failed or failed.intersection(sources):
+            failed.add(name)
+            continue
+        if name == INPUT:
             continue
         try:
             result = _infer_one(graph, node, sources, ctx)
         except LayerProblem as exc:
-            failed.add(node.name)
+            failed.add(name)
             problems.append(_problem(spec, node.index, str(exc)))
             continue
         _record(graph, node, sources, result, ctx)
@@ -194,6 +241,13 @@ def _infer_one(graph: NetGraph, node: Node, sources: list[str], ctx: Context) ->
     result = infer(node.layer, ins, ctx)
     if min(result.shape) < 1:
         raise LayerProblem(f"the output shape {fmt(result.shape)} is empty")
+    values = math.prod(result.shape)
+    if values > MAX_ELEMENTS:
+        raise LayerProblem(
+            f"its output {fmt(result.shape)} is {values:,} values per example; {_LIMIT}"
+        )
+    if result.params > MAX_ELEMENTS:
+        raise LayerProblem(f"it has {result.params:,} parameters; {_LIMIT}")
     return result
 
 

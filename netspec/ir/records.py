@@ -59,6 +59,8 @@ class Net:
     output: str  # the name of the last layer
     params: int = 0
     macs: int = 0
+    param_bytes: int = 0  # the parameters as float32
+    activation_bytes: int = 0  # the input and every layer's output for one example, float32
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (layer, message)
 
 

@@ -249,6 +249,13 @@ def _lrn(layer: L.LRN, ins: list[Tensor], ctx: Context) -> Inferred:
     c, _, _ = _image(layer, t)
     if t.split:
         _divides(ctx.groups, c, "channels")
+    per = c // ctx.groups if t.split else c
+    if layer.size > 2 * per - 1:
+        where = " per device group" if t.split else ""
+        raise LayerProblem(
+            f"size {layer.size} is wider than its {per} channels{where} can use: a window of "
+            f"{2 * per - 1} already reaches every channel from every channel; use at most that"
+        )
     return Inferred(shape=t.shape, split=t.split)
 
 

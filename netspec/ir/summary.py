@@ -45,6 +45,8 @@ def to_json(graph: NetGraph) -> dict[str, Any]:
         "params": net.params,
         "macs": net.macs,
         "output": net.output,
+        "param_bytes": net.param_bytes,
+        "activation_bytes": net.activation_bytes,
         "layers": layers,
         "warnings": [{"layer": n, "message": w} for n, w in net.warnings],
     }
@@ -80,4 +82,19 @@ def format_table(graph: NetGraph) -> str:
         lines.append("  ".join(cells).rstrip())
         if k == 0 or k == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append(
+        f"memory (float32): parameters {info['param_bytes']:,} bytes "
+        f"({binary_size(info['param_bytes'])}), activations {info['activation_bytes']:,} bytes "
+        f"({binary_size(info['activation_bytes'])}) per example"
+    )
     return "\n".join(lines)
+
+
+def binary_size(size: int) -> str:
+    """A byte count in the largest binary unit that keeps it at least 1: `232.6 MiB`."""
+    value, unit = float(size), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, next_unit
+    return f"{value:.1f} {unit}" if unit != "bytes" else f"{size} bytes"

@@ -10,14 +10,45 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from netspec.spec.settings import Strict
+from netspec.spec.settings import MAX_SIZE, Size, Strict
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Size
 PosFloat = Annotated[float, Field(gt=0)]
+
+# Each layer becomes the attribute of its name on a torch module, so no layer may take the
+# name of an attribute every torch module instance has (`training` is set per instance and
+# so is missing from dir() of the class). tests/spec/test_names.py checks this list against
+# a real compiled module.
+# fmt: off
+TORCH_MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
+    "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward",
+    "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu",
+    "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules",
+    "named_parameters", "parameters", "register_backward_hook", "register_buffer",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+    "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "training", "type", "xpu", "zero_grad",
+})
+# fmt: on
+
+
+def _not_reserved(name: str) -> str:
+    if name in TORCH_MODULE_ATTRIBUTES:
+        raise ValueError(
+            f"'{name}' is the name of an attribute of every torch module; rename the layer"
+        )
+    return name
+
+
+LayerName = Annotated[Name, AfterValidator(_not_reserved)]
 
 
 def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
@@ -31,28 +62,25 @@ def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
             and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            raise ValueError(f"must be an integer or [height, width], got {value!r}")
+            raise ValueError(f"must be an integer or [height, width], got {_short(value)}")
+        shown = value[0] if value[0] == value[1] else list(value)
         if min(value) < minimum:
-            raise ValueError(
-                f"must be ≥ {minimum}, got {value[0] if value[0] == value[1] else list(value)}"
-            )
+            raise ValueError(f"must be ≥ {minimum}, got {shown}")
+        if max(value) > MAX_SIZE:
+            raise ValueError(f"must be ≤ {MAX_SIZE} (2³¹ − 1), got {shown}")
         return (value[0], value[1])
 
     return check
 
 
 def _pair_schema(minimum: int) -> dict[str, Any]:
-    return {
-        "anyOf": [
-            {"type": "integer", "minimum": minimum},
-            {
-                "type": "array",
-                "items": {"type": "integer", "minimum": minimum},
-                "minItems": 2,
-                "maxItems": 2,
-            },
-        ]
-    }
+    bounds = {"type": "integer", "minimum": minimum, "maximum": MAX_SIZE}
+    return {"anyOf": [bounds, {"type": "array", "items": bounds, "minItems": 2, "maxItems": 2}]}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 Window = Annotated[tuple[int, int], BeforeValidator(_pair(1)), WithJsonSchema(_pair_schema(1))]
@@ -76,7 +104,7 @@ class Layer(Strict):
     if TYPE_CHECKING:
         type: str  # each layer model declares its own `type` tag, a Literal
 
-    name: Name
+    name: LayerName
     inputs: list[Name] | None = Field(
         None, description="layers whose outputs this one takes; default: the previous layer"
     )
@@ -125,11 +153,24 @@ class LRN(Layer):
     alpha: PosFloat = 1e-4
     beta: PosFloat = 0.75
     k: PosFloat = 2.0
-    convention: Literal["paper", "caffe"] = Field(
+    convention: Literal["paper", "torch", "caffe"] = Field(
         "paper",
-        description="paper: k + alpha*sum over floor(n/2) channels each side; "
-        "caffe: k + (alpha/n)*sum over n channels, as cuda-convnet, Caffe and torch",
+        description="paper: k + alpha*sum over floor(n/2) channels each side of c; "
+        "torch: k + (alpha/n)*sum over channels c-floor(n/2)..c+ceil(n/2)-1, as "
+        "nn.LocalResponseNorm and cuda-convnet; caffe: k + (alpha/n)*sum over channels "
+        "c-ceil(n/2)+1..c+floor(n/2), as Caffe, cuDNN and ONNX (the two differ for even n)",
     )
+
+    def window(self) -> tuple[int, int]:
+        """How many channels before and after c the sum reaches (clipped at the ends)."""
+        return LRN_WINDOWS[self.convention](self.size)
+
+
+LRN_WINDOWS: dict[str, Callable[[int], tuple[int, int]]] = {
+    "paper": lambda n: (n // 2, n // 2),
+    "torch": lambda n: (n // 2, (n - 1) // 2),
+    "caffe": lambda n: ((n - 1) // 2, n // 2),
+}
 
 
 class Pool(Layer):

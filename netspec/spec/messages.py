@@ -237,9 +237,15 @@ _BOUNDS = {
 }
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it, cut short: an error line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _describe(kind: str, ctx: dict[str, Any], got: Any, default: str) -> str:
     """What is wrong with a value, in the spec's terms; pydantic's words where none fit."""
-    shown = f", got {got!r}"
+    shown = f", got {_shown(got)}"
     if kind in _DESCRIBE:
         return _DESCRIBE[kind] + shown
     if kind in _BOUNDS:

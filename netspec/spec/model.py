@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from netspec.spec.settings import DataConfig, Strict, TrainConfig
 
 
 def _distinct(names: list[str]) -> list[str]:
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
         raise ValueError(f"names each device group once; {', '.join(repeated)} appears twice")
     return names

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.spec.document import Document, Loc, parse_yaml
+from netspec.spec.document import MAX_DEPTH, Document, Loc, parse_yaml
+
+SHOWN = 80  # characters of an override repeated in a message
 
 
 def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
@@ -19,7 +21,7 @@ def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
         return  # an empty file, or a list: validate() says so, which is the real mistake
     problems: list[Problem] = []
     for text in overrides:
-        where = f"--set {text}"
+        where = f"--set {text if len(text) <= SHOWN else text[: SHOWN - 1] + '…'}"
         try:
             _apply(doc, text, where)
         except SpecError as exc:
@@ -39,6 +41,8 @@ def _apply(doc: Document, text: str, where: str) -> None:
     if not sep or not key.strip():
         raise _Bad("expected KEY=VALUE, e.g. --set layers.conv1.filters=64")
     steps = key.strip().split(".")
+    if len(steps) > MAX_DEPTH:
+        raise _Bad(f"KEY has {len(steps)} parts; a spec nests at most {MAX_DEPTH} deep")
     node: Any = doc.data
     loc: Loc = ()
     for i, step in enumerate(steps[:-1]):

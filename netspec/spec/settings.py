@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_SIZE = 2**31 - 1  # any size or count: the largest int32, which cuDNN and many kernels take
+Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
+
 
 class Strict(BaseModel):
     """Base for every spec section: unknown keys are errors, `yes` is not an int."""
@@ -51,7 +54,7 @@ Schedule = Annotated[
 
 class TrainConfig(Strict):
     epochs: Annotated[int, Field(ge=1)] = 90
-    batch_size: Annotated[int, Field(ge=1)] = 128
+    batch_size: Size = 128
     lr: Annotated[float, Field(gt=0)] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 0.0005
@@ -63,7 +66,7 @@ class TrainConfig(Strict):
     bias_lr_mult: Annotated[float, Field(ge=0)] = 1.0
     bias_decay_mult: Annotated[float, Field(ge=0)] = 1.0
     schedule: Schedule = PlateauSchedule()
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # torch.manual_seed takes 64 bits
     amp: bool = Field(False, description="mixed precision (CUDA only)")
     channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
     tensorboard: bool = Field(
@@ -77,8 +80,8 @@ class TrainConfig(Strict):
 
 
 class DataConfig(Strict):
-    resize: Annotated[int, Field(ge=1)] = Field(256, description="shorter side after rescaling")
-    crop: Annotated[int, Field(ge=1)] = Field(227, description="random training crop; = input size")
+    resize: Size = Field(256, description="shorter side after rescaling")
+    crop: Size = Field(227, description="random training crop; = input size")
     mirror: bool = True
     mean: Literal["pixel", "channel", "none"] = Field(
         "pixel", description="subtract the training set's mean image, per-channel mean, or nothing"

@@ -64,9 +64,36 @@ class Window:
     flip: bool
 
 
+# Modes whose values are not 8-bit, and the value that is white in each: Pillow holds 16-bit
+# PNGs and TIFFs as I;16 and 16-bit PGMs as I, and floating-point images hold intensities in
+# [0, 1]. Pillow's own convert() clips all of them at 255, turning 16-bit images white.
+WIDE_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of an image in any mode Pillow opens.
+
+    Grey of more than 8 bits is scaled (value / white · 255, rounded, clipped), not clipped;
+    transparency (an alpha channel, or a palette's transparent entry) is composited over
+    white, as an image viewer shows it, rather than dropped to reveal whatever colour the
+    transparent pixels happen to store; CMYK, 1-bit, palettes and the rest convert as Pillow
+    converts them.
+    """
+    if img.mode in WIDE_WHITE:
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        grey = np.clip(np.rint(values * (255 / WIDE_WHITE[img.mode])), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    img = img.convert(PREMULTIPLIED[img.mode]) if img.mode in PREMULTIPLIED else img
+    if img.mode in ("LA", "PA", "RGBA") or "transparency" in img.info:
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")
+
+
 def rescale_and_center(img: Image.Image, resize: int) -> Image.Image:
     """RGB image with the shorter side scaled to `resize`, then its central square."""
-    img = img.convert("RGB")
+    img = to_rgb(img)
     w, h = img.size
     scale = resize / min(w, h)
     size = (max(resize, round(w * scale)), max(resize, round(h * scale)))

@@ -10,8 +10,10 @@ so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of t
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,72 @@ import torch
 
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
+from netspec.train.augment import Stats
 
 
 class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded: one line naming the file and the fix."""
+
+
+# What a resume reads from last.pt, and what each must be.
+RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "optimizer": dict,
+    "schedule": dict,
+    "scaler": dict,
+    "rng": dict,
+    "epoch": int,
+    "best_top1": float,
+    "spec": str,
+}
+# What evaluation reads; `stats` may be None (a run without mean or PCA).
+EVAL_FIELDS: dict[str, type | tuple[type, ...]] = {"model": dict}
+_SHOWN = {dict: "a mapping", int: "an integer", float: "a number", str: "a string"}
+
+
+def require(
+    path: Path, payload: Mapping[str, Any], fields: Mapping[str, type | tuple[type, ...]], use: str
+) -> None:
+    """One line naming the first missing or mistyped entry a checkpoint needs for `use`."""
+    missing = [k for k in fields if k not in payload]
+    if missing:
+        names = ", ".join(f"'{k}'" for k in missing)
+        hint = (
+            " (an interrupted.pt or best.pt holds weights only)" if "optimizer" in missing else ""
+        )
+        raise CheckpointError(
+            f"{path}: has no {names}, which it needs to {use}{hint}; "
+            "use a checkpoint written by netspec train"
+        )
+    for key, kind in fields.items():
+        value = payload[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            want = _SHOWN.get(kind, str(kind)) if isinstance(kind, type) else str(kind)
+            raise CheckpointError(
+                f"{path}: its '{key}' is {type(value).__name__}, not {want}; "
+                "use a checkpoint written by netspec train"
+            )
+
+
+@contextlib.contextmanager
+def restoring(path: Path, what: str) -> Iterator[None]:
+    """Turn a failure to restore a checkpoint's `what` (state that does not fit, crafted
+    entries) into one line naming the file."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        # load_state_dict says "Error(s) in loading state_dict for X:", then the first error
+        detail = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0])[:160]
+        raise CheckpointError(
+            f"{path}: its {what} does not fit this run ({type(exc).__name__}: {detail}); "
+            "use a checkpoint written by netspec train for this spec"
+        ) from None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -32,15 +96,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, f)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU without running pickled code (`weights_only=True`)."""
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU without running pickled code (`weights_only=True`);
+    with `mmap`, tensors stay on disk until read (to look at a checkpoint's numbers)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"{path}: no such checkpoint file; check the path, or start without resuming"
         )
     try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
+        payload = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except Exception as e:
         # torch's messages run to paragraphs and suggest weights_only=False; say it briefly.
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
@@ -101,3 +166,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def stats_from(path: Path, payload: Mapping[str, Any]) -> Stats | None:
+    """The training-set statistics a checkpoint stores (None for a run without any),
+    checked to be the three tensors fit_stats makes."""
+    raw = payload.get("stats")
+    if raw is None:
+        return None
+    with restoring(path, "'stats'"):
+        mean, eigvals, eigvecs = raw["mean"], raw["eigvals"], raw["eigvecs"]
+        tensors = (mean, eigvals, eigvecs)
+        if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
+            raise TypeError("mean, eigvals and eigvecs must be float tensors")
+        square = mean.dim() == 3 and mean.shape[0] == 3 and mean.shape[1] == mean.shape[2]
+        if not (square and eigvals.shape == (3,) and eigvecs.shape == (3, 3)):
+            raise ValueError("expected a 3×R×R mean, 3 eigenvalues and 3×3 eigenvectors")
+    return Stats(mean, eigvals, eigvecs)

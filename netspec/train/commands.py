@@ -1,22 +1,48 @@
-"""`netspec train` and `netspec eval` as commands: flags in, a run or a score out."""
+"""`netspec train` and `netspec eval` as commands: flags in, a run or a score out.
+
+Everything a command can check is checked before the slow work starts (fitting statistics,
+generating `shapes`, training): the spec, the memory it needs, the run folder, the cache.
+Ctrl-C or SIGTERM (see netspec.interrupt) ends a command with one line; during training it
+keeps last.pt as the resume point and saves interrupted.pt beside it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from netspec import compile, load_spec
 from netspec.errors import UsageError
-from netspec.spec.model import Spec
+from netspec.interrupt import describe, exit_status
+from netspec.spec.document import parse_yaml
+from netspec.spec.model import Spec, validate
+from netspec.spec.settings import DataConfig
 from netspec.train.augment import Stats, needs_stats
-from netspec.train.checkpoint import load_checkpoint
-from netspec.train.checks import check_data_fits, check_sizes, open_training_data
+from netspec.train.checkpoint import (
+    EVAL_FIELDS,
+    CheckpointError,
+    load_checkpoint,
+    require,
+    restoring,
+    stats_from,
+)
+from netspec.train.checks import (
+    check_cache,
+    check_data_fits,
+    check_memory,
+    check_sizes,
+    check_workers,
+    open_training_data,
+)
 from netspec.train.data import loader, open_val, resolve_data_dir
 from netspec.train.device import options_for, pick_device
 from netspec.train.distributed import (
@@ -32,6 +58,13 @@ from netspec.train.distributed import (
 from netspec.train.evaluate import evaluate
 from netspec.train.loop import Diverged, train
 from netspec.train.parallel import plan, strategy
+from netspec.train.runfolder import RunFolder, default_out
+from netspec.train.shapes_data import cache_root
+
+
+def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
+    print(f"\nnetspec {command}: {describe(exc)}; {what}", file=sys.stderr)
+    return exit_status(exc)
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -58,22 +91,23 @@ def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) ->
     """The spec and run folder the flags name, checked. A worker the launcher `restarted`
     carries on from the run's last.pt by itself."""
     overrides = [*args.overrides, *_flag_overrides(args)]
-    if args.resume:
+    if args.resume is not None:
         out = Path(args.resume)
-        if not (out / "last.pt").is_file() or not (out / "spec.yaml").is_file():
+        spec_file = out / "spec.yaml"
+        if not (out / "last.pt").is_file() or not spec_file.is_file():
             raise UsageError(
                 f"--resume {out}: no run there (it needs last.pt and spec.yaml); "
                 "start a new run with --out"
             )
         if announce:
             print(
-                f"note: a resumed run keeps its own {out / 'spec.yaml'} (plus any --set); "
+                f"note: a resumed run keeps its own {spec_file} (plus any --set); "
                 f"{args.spec} is not read",
                 file=sys.stderr,
             )
-        return Target(load_spec(out / "spec.yaml", overrides), out, True, str(out / "spec.yaml"))
+        return Target(load_spec(spec_file, overrides), out, True, str(spec_file))
     spec = load_spec(args.spec, overrides)
-    out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out) if args.out else default_out(spec)
     resume = (out / "last.pt").exists()
     if resume and not restarted:
         raise UsageError(
@@ -83,7 +117,53 @@ def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) ->
     return Target(spec, out, resume, args.spec)
 
 
+def check_run(spec: Spec, device: torch.device) -> None:
+    """What can be known wrong before any work: sizes, loader processes, memory."""
+    check_sizes(spec)
+    check_workers(spec)
+    check_memory(spec, device)
+
+
+def check_caches(spec: Spec, data: str) -> None:
+    """The folders `shapes` and the statistics are cached in must be usable: checked before
+    minutes are spent generating or fitting what they would keep."""
+    if data == "shapes":
+        check_cache(cache_root())
+    if needs_stats(spec.data):
+        check_cache(cache_root() / "stats")
+
+
+@contextlib.contextmanager
+def holding(out: Path) -> Iterator[RunFolder]:
+    """The run folder, locked by this process for the run's length (a second `netspec
+    train` into it is refused at once); removed again if the run never wrote into it."""
+    folder = RunFolder(out)
+    created = not out.exists()
+    try:
+        with folder.locked():
+            yield folder
+    finally:
+        if created:
+            _remove_if_unused(folder)
+
+
+def _remove_if_unused(folder: RunFolder) -> None:
+    """A run folder this command made and then wrote nothing into (it stopped before the
+    run started) is removed, so it does not look like a run."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.path.iterdir()} <= {folder.lock_file.name}:
+            folder.lock_file.unlink(missing_ok=True)
+            folder.path.rmdir()
+
+
 def run_train(args: argparse.Namespace) -> int:
+    try:
+        return _run_train(args)
+    except KeyboardInterrupt as exc:
+        return _stopped("train", exc, "stopped before training began; nothing to resume")
+
+
+def _run_train(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: give 1 or more processes")
     if args.max_restarts < 0:
@@ -95,22 +175,26 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    """Check what every worker would check, then start `--nproc` workers and wait."""
+    """Check what every worker would check, then start `--nproc` workers and wait; this
+    process holds the run folder for them."""
     target = resolve_target(args, announce=False, restarted=False)
     plan(args.parallel or "data", target.spec, args.nproc, target.source)
-    check_devices(pick_device(args.device), args.nproc)
-    # a mistake in the data folder is one line here, not one per worker; and the workers
-    # find the built-in set and the statistics cached
-    open_training_data(target.spec, resolve_data_dir(args.data))
-    argv = args.argv if args.resume or args.out else [*args.argv, "--out", str(target.out)]
-    try:
-        launch(argv, args.nproc, args.max_restarts)
-    except WorkersFailed as exc:
-        print(f"netspec train: {exc}; {_resume_hint(target.out)}", file=sys.stderr)
-        return exc.status
-    except KeyboardInterrupt:
-        print(f"\nnetspec train: interrupted; {_resume_hint(target.out)}", file=sys.stderr)
-        return 130
+    device = pick_device(args.device)
+    check_devices(device, args.nproc)
+    check_run(target.spec, device)
+    with holding(target.out):
+        check_caches(target.spec, args.data)
+        # a mistake in the data folder is one line here, not one per worker; and the workers
+        # find the built-in set and the statistics cached
+        open_training_data(target.spec, resolve_data_dir(args.data))
+        argv = args.argv if args.resume or args.out else [*args.argv, "--out", str(target.out)]
+        try:
+            launch(argv, args.nproc, args.max_restarts)
+        except WorkersFailed as exc:
+            print(f"netspec train: {exc}; {_resume_hint(target.out)}", file=sys.stderr)
+            return exc.status
+        except KeyboardInterrupt as exc:
+            return _stopped("train", exc, _resume_hint(target.out))
     return 0
 
 
@@ -141,22 +225,27 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
     main = world is None or world.rank == 0
     target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))
     out = agree(target.out)  # the run folder rank 0 named, for a default --out
+    check_run(target.spec, device)
     parallel = None
     if processes > 1 or args.parallel:
         layout = plan(args.parallel or "data", target.spec, processes, target.source)
         if processes > 1:
             parallel = strategy(layout, target.spec, device)
-    with rank_zero_first():  # the built-in set is generated once
-        root = resolve_data_dir(args.data)
-    try:
-        train(target.spec, root, out, device, resume=target.resume, parallel=parallel)
-    except Diverged as exc:
-        print(f"netspec train: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        if main and not (world and world.own_launcher):  # netspec's launcher says it itself
-            print(f"\nnetspec train: interrupted; {_resume_hint(out)}", file=sys.stderr)
-        return 130
+    # netspec's own launcher holds the folder for its workers; under torchrun rank 0 does
+    owner = main and not (world and world.own_launcher)
+    with holding(out) if owner else contextlib.nullcontext():
+        check_caches(target.spec, args.data)
+        with rank_zero_first():  # the built-in set is generated once
+            root = resolve_data_dir(args.data)
+        try:
+            train(target.spec, root, out, device, resume=target.resume, parallel=parallel)
+        except Diverged as exc:
+            print(f"netspec train: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:
+            if owner:  # netspec's launcher says it itself
+                return _stopped("train", exc, _resume_hint(out))
+            return exit_status(exc)
     return 0
 
 
@@ -167,26 +256,33 @@ def _resume_hint(out: Path) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    try:
+        return _eval(args)
+    except KeyboardInterrupt as exc:
+        return _stopped("eval", exc, "no result")
+
+
+def _eval(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *_flag_overrides(args)]
     if args.ten_crop:
         overrides.append("data.ten_crop=true")
+    checkpoint = Path(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    require(checkpoint, state, EVAL_FIELDS, "be evaluated")
+    stats = stats_from(checkpoint, state)
     spec = load_spec(args.spec, overrides)
-    check_sizes(spec)
-    state = load_checkpoint(Path(args.checkpoint))
+    spec.data = _run_data(checkpoint, state, spec.data, overrides)
+    _check_stats_fit(checkpoint, spec.data, stats)
+    check_sizes(spec, training=False)
+    check_workers(spec)
     device = pick_device(args.device)
+    check_memory(spec, device, training=False)
     model = compile(spec)
-    try:
+    with restoring(checkpoint, f"model (for {args.spec})"):
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[1 if "\n" in str(exc) else 0].strip()
-        raise UsageError(f"{args.checkpoint} does not fit {args.spec}: {first}") from None
     model.to(device)
-    stats = Stats(**state["stats"]) if state.get("stats") else None
-    if stats is None and needs_stats(spec.data):
-        raise UsageError(
-            f"{args.checkpoint} holds no training-set mean or PCA; "
-            "evaluate with --set data.mean=none --set data.pca=none"
-        )
+    if args.data == "shapes":
+        check_cache(cache_root())
     val_set = open_val(resolve_data_dir(args.data), spec.data, stats)
     check_data_fits(spec, val_set.folder, val_set.classes)
     batches = loader(val_set, spec.train.batch_size, spec.data.workers)
@@ -198,3 +294,52 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(json.dumps(val))
     return 0
+
+
+def _run_data(
+    checkpoint: Path, state: dict[str, Any], data: DataConfig, overrides: list[str]
+) -> DataConfig:
+    """The data settings the checkpoint's run used, but for those an override names: a
+    model is evaluated on what it was trained on unless told otherwise."""
+    saved = state.get("spec")
+    if not isinstance(saved, str):
+        return data  # a checkpoint without its spec: the spec file's settings
+    try:
+        run_data = validate(parse_yaml(saved, str(checkpoint))).data
+    except Exception:
+        raise CheckpointError(
+            f"{checkpoint}: its 'spec' is not a spec netspec wrote; "
+            "use a checkpoint written by netspec train"
+        ) from None
+    told = set()
+    for text in overrides:
+        key = text.partition("=")[0].strip().split(".")
+        if key[0] == "data":
+            told |= set(DataConfig.model_fields) if len(key) == 1 else {key[1]}
+    chosen = {k: getattr(data, k) for k in told & set(DataConfig.model_fields)}
+    try:
+        return DataConfig.model_validate({**run_data.model_dump(), **chosen})
+    except ValidationError as exc:
+        detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(
+            f"--set {', '.join(sorted(told))} does not fit the run's data settings in "
+            f"{checkpoint}: {detail}"
+        ) from None
+
+
+def _check_stats_fit(checkpoint: Path, data: DataConfig, stats: Stats | None) -> None:
+    """The mean the data settings subtract must be one the checkpoint holds, at that size."""
+    if data.mean == "none":
+        return
+    if stats is None:
+        raise UsageError(
+            f"{checkpoint} holds no training-set mean (its run used none): evaluate without "
+            f"--set data.mean={data.mean}"
+        )
+    size = stats.mean.shape[-1]
+    if size != data.resize:
+        raise UsageError(
+            f"data.resize is {data.resize}, but the mean image in {checkpoint} is {size}×{size} "
+            f"(the run's resize): evaluate with --set data.resize={size}, or with "
+            "--set data.mean=none"
+        )

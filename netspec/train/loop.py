@@ -24,7 +24,7 @@ from torch import nn
 
 from netspec import compile
 from netspec.spec.model import Spec
-from netspec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
 from netspec.train.checks import open_training_data
 from netspec.train.curves import draw_curves
 from netspec.train.device import options_for
@@ -149,15 +149,16 @@ class Run:
             self.folder.start(self.spec)
 
     def resume(self) -> None:
-        state = load_checkpoint(self.folder.last)
+        state = self.folder.resume_state(self.log)
         self.folder.check_resumable(state["spec"], self.spec)
-        self.parallel.load_model_state(self.model, state["model"])
-        self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        with restoring(self.folder.last, "state"):
+            self.parallel.load_model_state(self.model, state["model"])
+            self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_top1"]
-        self.rows = [r for r in self.folder.rows() if r["epoch"] <= self.epoch]
+        self.rows = self.folder.rows_until(self.epoch)
         if self.main:
             self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
             self.folder.write_spec(self.spec)  # a new train.epochs sticks
@@ -188,6 +189,7 @@ class Run:
                         "model": self.parallel.model_state(self.model),
                         "epoch": self.epoch,
                         "spec": spec_yaml(self.spec),
+                        "stats": asdict(self.data.stats) if self.data.stats else None,
                     },
                 )
             raise
@@ -281,9 +283,9 @@ class Run:
         }
         if not self.main:
             return
-        save_checkpoint(self.folder.last, payload)
-        if improved:
+        if improved:  # best.pt first: a kill between the two never loses the best epoch
             save_checkpoint(self.folder.best, payload)
+        save_checkpoint(self.folder.last, payload)
 
 
 def train(

@@ -120,16 +120,52 @@ class Cosine(TorchSchedule):
     torch's CosineAnnealingLR with T_max = epochs: the last trained epoch (epochs - 1) is one
     step short of min_lr. Past `epochs`, where torch's curve would rise again, the rate stays
     at min_lr.
+
+    A resumed run whose `epochs` (the horizon) differs from the one its state was built for
+    starts the rest of the decay afresh: from the rate of the last epoch it trained, down the
+    same half cosine to min_lr over the new remaining epochs. The rates stay smooth and
+    falling, and a finished run given more epochs trains on instead of taking a step at
+    min_lr. In general the curve is a segment: from rate `start_lr` at epoch `start` to
+    min_lr at `horizon`, which a run that never changes its horizon keeps at (lr, 0, epochs).
     """
+
+    _state_keys = (*LRSchedule._state_keys, "start", "start_lr", "horizon")
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.start, self.start_lr, self.horizon = 0, cfg.lr, cfg.epochs
+        super().__init__(cfg)
 
     def _make(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
         rule = self.cfg.schedule
         assert isinstance(rule, CosineSchedule)
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.cfg.epochs, rule.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.start_lr
+        span = self.horizon - self.start
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, span, rule.min_lr)
 
     def _advance(self, epoch: int) -> None:
-        if epoch <= self.cfg.epochs:
+        if self.start < epoch <= self.horizon:
             self.scheduler.step()
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
+        # a state from before segments were kept: the run's one curve, at this horizon
+        state = {"start": 0, "start_lr": self.base_lr, "horizon": self.cfg.epochs, **state}
+        super().load_state_dict(state)
+        epochs, done = self.cfg.epochs, self.epoch
+        if self.horizon == epochs or done < 1 or done >= epochs:
+            return
+        last = self._rate_at(done - 1)  # the rate the last finished epoch trained at
+        self.start, self.start_lr, self.horizon = done - 1, last, epochs
+        self.scheduler = self._start()
+        self._advance(done)
+        self.lr = float(self.scheduler.get_last_lr()[0])
+
+    def _rate_at(self, epoch: int) -> float:
+        """The current segment's rate for `epoch` (at or after its start)."""
+        replay = self._start()
+        for _ in range(self.start + 1, min(epoch, self.horizon) + 1):
+            replay.step()
+        return float(replay.get_last_lr()[0])
 
 
 class Plateau(LRSchedule):

@@ -16,6 +16,7 @@ import torch
 from netspec.backends import torch_lrn
 from netspec.backends.torch_layers import LocalResponseNorm
 
+from netspec.spec.layers import LRN_WINDOWS
 from tests.conftest import ROOT
 
 
@@ -30,8 +31,8 @@ def paper_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.
     return out
 
 
-def caffe_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.ndarray:
-    """Caffe's ACROSS_CHANNELS: α/n, channels i-⌊n/2⌋ … i+⌊(n-1)/2⌋ (torch's placement)."""
+def torch_window_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """nn.LocalResponseNorm and cuda-convnet: α/n, channels i-⌊n/2⌋ … i+⌊(n-1)/2⌋."""
     out = np.empty_like(a)
     channels = a.shape[1]
     for i in range(channels):
@@ -41,7 +42,22 @@ def caffe_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.
     return out
 
 
-REFERENCES = {"paper": paper_lrn, "caffe": caffe_lrn}
+def caffe_lrn(a: np.ndarray, n: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """Caffe's LRNLayer (ACROSS_CHANNELS), as its CPU code reads: pre_pad = (n - 1) / 2, and
+    channel c sums the squares of channels c - pre_pad … c - pre_pad + n - 1, zero-padded;
+    scale = k + α/n · sum; out = a · scale^-β. (ONNX's LRN defines the same window.)"""
+    channels = a.shape[1]
+    pre_pad = (n - 1) // 2
+    padded = np.zeros((a.shape[0], channels + n - 1, *a.shape[2:]))
+    padded[:, pre_pad : pre_pad + channels] = a**2
+    out = np.empty_like(a)
+    for c in range(channels):
+        total = padded[:, c : c + n].sum(axis=1)
+        out[:, c] = a[:, c] * (k + alpha / n * total) ** -beta
+    return out
+
+
+REFERENCES = {"paper": paper_lrn, "torch": torch_window_lrn, "caffe": caffe_lrn}
 
 
 def reference(a: np.ndarray, convention: str, groups: int, n: int, alpha, beta, k) -> np.ndarray:
@@ -72,8 +88,8 @@ def test_paper_convention_matches_formula(size):
     np.testing.assert_allclose(got, paper_lrn(a, size, 0.01, 0.75, 2.0), rtol=1e-12, atol=1e-12)
 
 
-def test_brief_example_even_window_sums_channels_8_to_12():
-    # The brief: N = 30 maps, n = 4, channel 10 is normalised by channels 8, 9, 10, 11, 12.
+def test_paper_even_window_sums_channels_8_to_12():
+    # The paper's formula: N = 30 maps, n = 4, channel 10 sums channels 8, 9, 10, 11, 12.
     a = np.zeros((1, 30, 1, 1))
     a[0, :, 0, 0] = np.arange(1, 31)
     lrn = LocalResponseNorm(4, alpha=1e-4, beta=0.75, k=2.0, convention="paper")
@@ -87,21 +103,19 @@ def test_brief_example_even_window_sums_channels_8_to_12():
     assert lrn(torch.from_numpy(a2)).numpy()[0, 10, 0, 0] == pytest.approx(b, rel=1e-12)
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
-def test_caffe_convention_matches_torch(size):
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
+def test_torch_convention_matches_torch(size):
     x = torch.randn(2, 9, 6, 6, dtype=torch.float64) * 4
-    ours = LocalResponseNorm(size, alpha=1e-3, beta=0.75, k=1.0, convention="caffe")
+    ours = LocalResponseNorm(size, alpha=1e-3, beta=0.75, k=1.0, convention="torch")
     torch.testing.assert_close(ours(x), torch.nn.LocalResponseNorm(size, 1e-3, 0.75, 1.0)(x))
 
 
-def test_groups_normalise_within_their_own_channels():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 5, size=(2, 8, 3, 3))
-    got = LocalResponseNorm(5, 0.1, 0.75, 2.0, "paper", groups=2)(torch.from_numpy(a)).numpy()
-    halves = [paper_lrn(a[:, :4], 5, 0.1, 0.75, 2.0), paper_lrn(a[:, 4:], 5, 0.1, 0.75, 2.0)]
-    np.testing.assert_allclose(got, np.concatenate(halves, axis=1), rtol=1e-12)
-    whole = paper_lrn(a, 5, 0.1, 0.75, 2.0)
-    assert not np.allclose(got, whole)
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
+def test_caffe_convention_matches_caffes_window(size):
+    rng = np.random.default_rng(size)
+    a = rng.normal(0, 3, size=(2, 9, 3, 4))
+    got = LocalResponseNorm(size, 1e-2, 0.75, 1.0, convention="caffe")(torch.from_numpy(a))
+    np.testing.assert_allclose(got.numpy(), caffe_lrn(a, size, 1e-2, 0.75, 1.0), rtol=1e-12)
 
 
 def check_against_reference(convention, size, groups, shape, dtype, seed=0, beta=0.75):
@@ -119,7 +133,7 @@ def check_against_reference(convention, size, groups, shape, dtype, seed=0, beta
     # the backward's reference: autograd through the textbook formula, float64
     a64 = torch.tensor(a, requires_grad=True)
     per = shape[1] // groups
-    span = (n // 2, n // 2) if convention == "paper" else (n // 2, (n - 1) // 2)
+    span = LRN_WINDOWS[convention](n)
     scale = alpha if convention == "paper" else alpha / n
     outs = []
     for c in range(shape[1]):
@@ -134,7 +148,7 @@ def check_against_reference(convention, size, groups, shape, dtype, seed=0, beta
     np.testing.assert_allclose(x.grad.double().numpy(), a64.grad.numpy(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("convention", ["paper", "caffe"])
+@pytest.mark.parametrize("convention", ["paper", "torch", "caffe"])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_forward_and_backward_match_formula(convention, size, groups):
@@ -158,7 +172,7 @@ def test_backward_reference_is_the_numerical_derivative():
     np.testing.assert_allclose(x.grad.numpy(), numeric, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("convention", ["paper", "caffe"])
+@pytest.mark.parametrize("convention", ["paper", "torch", "caffe"])
 @pytest.mark.parametrize("size", [3, 4])
 def test_gradcheck(convention, size):
     x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -251,6 +265,7 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
 import warnings, torch
 from netspec.backends import torch_lrn
 from netspec.backends.torch_layers import LocalResponseNorm
+from netspec.spec.layers import LRN_WINDOWS
 torch_lrn.MIN_COMPILED = 0
 lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)
 x = torch.rand(2, 8, 3, 3) * 100
@@ -298,3 +313,18 @@ def test_both_window_sums_agree(groups, before, after):
     expected = expected.flatten(1, 2)
     torch.testing.assert_close(torch_lrn._grouped_window_sum(t, w), expected)
     torch.testing.assert_close(torch_lrn._masked_window_sum(t, w), expected)
+
+
+def test_torch_and_caffe_windows_differ_only_for_even_sizes():
+    # with n = 4, channel 4 of 9: torch sums channels 2…5, Caffe 3…6
+    x = torch.arange(1.0, 10.0, dtype=torch.float64).reshape(1, 9, 1, 1)
+    for size in range(1, 8):
+        a, b = (
+            LocalResponseNorm(size, 1.0, 0.75, 1.0, convention=c)(x) for c in ("torch", "caffe")
+        )
+        assert torch.equal(a, b) == (size % 2 == 1), size
+    window = x[0, 2:6, 0, 0]
+    torch_4 = LocalResponseNorm(4, 1.0, 0.75, 1.0, convention="torch")(x)[0, 4, 0, 0]
+    assert float(torch_4) == pytest.approx(
+        5 / (1 + float((window**2).sum()) / 4) ** 0.75, rel=1e-12
+    )

@@ -202,13 +202,14 @@ def check_equal(spec: Spec) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
-@pytest.mark.parametrize("convention", ["paper", "caffe"])
+@pytest.mark.parametrize("convention", ["paper", "torch", "caffe"])
 def test_lrn_is_an_lrn_node_exactly_where_onnx_computes_the_same(convention, size, groups):
     lrn = {"type": "lrn", "size": size, "alpha": 0.05, "beta": 0.75, "k": 1.5}
     model = check_equal(one_layer({**lrn, "convention": convention}, groups=groups))
     ops = [n.op_type for n in model.graph.node]
-    # ONNX sums c−⌊(size−1)/2⌋ … c+⌈(size−1)/2⌉: only an odd caffe window or the paper's
-    # (always 2⌊n/2⌋+1 channels, centred) is one; torch's even caffe window is not
+    # ONNX sums c−⌊(size−1)/2⌋ … c+⌈(size−1)/2⌉, which for an even size is Caffe's window,
+    # but onnxruntime runs odd sizes only: the paper's window (always 2⌊n/2⌋+1 channels,
+    # centred) and odd torch and caffe windows are LRN nodes, even ones elementary operators
     matches = convention == "paper" or size % 2 == 1
     assert ops.count("LRN") == (groups if matches else 0)
     if matches:
@@ -220,10 +221,13 @@ def test_lrn_is_an_lrn_node_exactly_where_onnx_computes_the_same(convention, siz
         assert attrs["alpha"] / attrs["size"] == pytest.approx(per_square)
         assert notes(model) == []
     else:
+        why = {
+            "torch": f"c-{size // 2}…c+{size // 2 - 1}, ONNX's LRN c-{size // 2 - 1}…c+{size // 2}",
+            "caffe": f"c-{size // 2 - 1}…c+{size // 2}, onnxruntime runs LRN of odd sizes only",
+        }[convention]
         assert notes(model) == [
-            f"layer: LRN (caffe convention, even size {size}) is written out in elementary "
-            f"operators: it sums channels c-{size // 2}…c+{size // 2 - 1}, ONNX's LRN "
-            f"c-{size // 2 - 1}…c+{size // 2}"
+            f"layer: LRN ({convention} convention, even size {size}) is written out in "
+            f"elementary operators: it sums channels {why}"
         ]
 
 

@@ -14,7 +14,7 @@ from netspec.backends.torch_source import class_name_for, to_source
 
 from netspec import build_graph, compile, load_spec
 from netspec.cli import main
-from tests.backends.test_lrn import paper_lrn
+from tests.backends.test_lrn import caffe_lrn, paper_lrn
 from tests.conftest import ROOT
 
 ZOO = ROOT / "tests" / "nets" / "zoo.yaml"
@@ -194,6 +194,27 @@ def test_emitted_lrn_is_the_papers_formula(size, groups):
         [paper_lrn(a[:, i : i + per], size, 0.01, 0.75, 2.0) for i in range(0, 10, per)], 1
     )
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("size", [2, 4, 6])
+def test_emitted_caffe_lrn_sums_caffes_window(tmp_path, size, groups):
+    spec = tmp_path / "lrn.yaml"
+    spec.write_text(
+        "name: lrn\ninput: [10, 3, 4]\nclasses: 10\n"
+        + "layers:\n  - {name: conv, type: conv, filters: 10, kernel: 1}\n"
+        + f"  - {{name: norm, type: lrn, size: {size}, alpha: 0.01, k: 2, convention: caffe}}\n"
+    )
+    text = to_source(build_graph(load_spec(spec)))
+    assert "class CaffeLocalResponseNorm" in text and "CaffeLocalResponseNorm(" in text
+    lrn = exec_file(text)["CaffeLocalResponseNorm"](size, 0.01, 0.75, 2.0, groups)
+    rng = np.random.default_rng(size)
+    a = rng.normal(0, 3, size=(2, 10, 3, 4))
+    per = 10 // groups
+    want = np.concatenate(
+        [caffe_lrn(a[:, i : i + per], size, 0.01, 0.75, 2.0) for i in range(0, 10, per)], 1
+    )
+    np.testing.assert_allclose(lrn(torch.from_numpy(a)).numpy(), want, rtol=1e-12)
 
 
 def test_python_keyword_as_a_layer_name_is_one_line(tmp_path, capsys):

@@ -213,10 +213,14 @@ def test_cli_unreadable_file_even_as_root(tmp_path: Path, capsys, monkeypatch):
     path = tmp_path / "locked.yaml"
     path.write_text(TINY)
 
-    def refuse(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_text", refuse)
+    def refuse(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
     status, lines = run_main(capsys, "build", str(path))
     assert (status, lines) == (2, [f"{path}: permission denied: cannot read the file"])
 

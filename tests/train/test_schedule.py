@@ -122,3 +122,38 @@ def test_state_round_trips_through_weights_only_load_and_continues_identically(r
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert resumed.lr == first.lr and resumed.epoch == 4
     assert lrs(resumed, errors[4:]) == lrs(first, errors[4:])
+
+
+def test_a_cosine_given_more_epochs_decays_on_from_its_last_rate() -> None:
+    # a run of 2 epochs at 0.02 trained at 0.02 and 0.01; resumed with 4 epochs, the rest of
+    # the decay starts from 0.01 (epoch 1) and reaches 0 at epoch 4, one step after the last
+    done = make_schedule(TrainConfig(lr=0.02, epochs=2, schedule=CosineSchedule()))
+    assert lrs(done, [0.5, 0.5]) == pytest.approx([0.02, 0.01, 0.0])
+    resumed = make_schedule(TrainConfig(lr=0.02, epochs=4, schedule=CosineSchedule()))
+    resumed.load_state_dict(done.state_dict())
+    want = [0.01 * (1 + math.cos(math.pi * k / 3)) / 2 for k in (1, 2, 3)]  # epochs 2, 3, 4
+    assert lrs(resumed, [0.5, 0.5]) == pytest.approx(want, abs=1e-12)
+    assert want[0] > want[1] > 0 == pytest.approx(want[2], abs=1e-12)  # no step at 0
+
+
+def test_a_cosine_horizon_change_is_kept_by_later_resumes() -> None:
+    cfg = TrainConfig(lr=0.1, epochs=6, schedule=CosineSchedule(min_lr=0.001))
+    first = make_schedule(TrainConfig(lr=0.1, epochs=3, schedule=CosineSchedule(min_lr=0.001)))
+    lrs(first, [0.5, 0.5])  # killed after 2 of 3 epochs, resumed with 6
+    raised = make_schedule(cfg)
+    raised.load_state_dict(first.state_dict())
+    lrs(raised, [0.5])
+    again = make_schedule(cfg)  # and killed and resumed once more, with the same 6
+    again.load_state_dict(raised.state_dict())
+    assert lrs(again, [0.5, 0.5, 0.5]) == lrs(raised, [0.5, 0.5, 0.5])
+    last_trained = 0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi / 3)) / 2  # epoch 1 of 3
+    assert raised.state_dict()["start_lr"] == pytest.approx(last_trained)
+
+
+def test_a_cosine_state_from_before_segments_loads() -> None:
+    cfg = TrainConfig(lr=0.02, epochs=4, schedule=CosineSchedule())
+    whole = make_schedule(cfg)
+    lrs(whole, [0.5, 0.5])
+    old = make_schedule(cfg)
+    old.load_state_dict({"epoch": 2, "lr": whole.lr})
+    assert lrs(old, [0.5, 0.5]) == lrs(whole, [0.5, 0.5])

@@ -1,0 +1,42 @@
+"""Layer names that torch, YAML or a file system would misread, refused or kept intact."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from netspec.backends.torch_module import Network
+
+from netspec import build_graph, compile, load_spec
+from netspec.errors import SpecError
+from netspec.spec.layers import NAME_PATTERN, TORCH_MODULE_ATTRIBUTES
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests/nets/tiny.yaml"
+
+
+def test_reserved_names_are_every_attribute_of_a_compiled_module():
+    # a real module instance: dir() of it sees what __init__ sets (training), not only the class's
+    model = compile(load_spec(TINY), device="meta")
+    assert isinstance(model, Network)
+    attributes = {n for n in dir(model) if re.match(NAME_PATTERN, n)} - set(model._modules)
+    assert attributes == TORCH_MODULE_ATTRIBUTES
+    assert "training" in attributes and "training" not in dir(Network)
+
+
+@pytest.mark.parametrize("name", ["training", "to", "eval", "forward", "T_destination"])
+def test_a_reserved_name_is_refused_at_validation(name):
+    with pytest.raises(SpecError) as info:
+        load_spec(TINY, [f"layers.conv1.name={name}"])  # before any graph or torch module
+    (problem,) = info.value.problems
+    assert str(problem) == (
+        f"--set layers.conv1.name={name}: layers[0] ({name}): name '{name}' is the name of an "
+        "attribute of every torch module; rename the layer"
+    )
+
+
+def test_names_close_to_reserved_ones_compile():
+    spec = load_spec(TINY, ["layers.conv1.name=trainer", "layers.relu1.inputs=[trainer]"])
+    graph = build_graph(spec)
+    assert graph.node("trainer").shape == (8, 14, 14)
+    assert compile(spec).get_submodule("trainer").out_channels == 8

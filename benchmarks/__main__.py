@@ -59,7 +59,7 @@ def table(rows: list[Row]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per figure")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per figure")
     p.add_argument("--batches", default="16,128", help="comma-separated step batch sizes")
     p.add_argument("--only", default=",".join(PARTS), help=f"some of: {', '.join(PARTS)}")
     args = p.parse_args(argv)

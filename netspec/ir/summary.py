@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from netspec.ir.costs import cross_bytes, group_costs, total_cross_bytes
 from netspec.ir.records import INPUT, NetGraph
 from netspec.ir.shapes import fmt
 
@@ -33,6 +34,7 @@ def to_json(graph: NetGraph) -> dict[str, Any]:
             "params": n.params,
             "macs": n.macs,
             "connectivity": connectivity(graph, n.name),
+            "cross_bytes": cross_bytes(graph, n.name),
         }
         for n in sorted(graph.layers(), key=lambda n: n.index)  # spec order
     ]
@@ -47,11 +49,20 @@ def to_json(graph: NetGraph) -> dict[str, Any]:
         "output": net.output,
         "layers": layers,
         "warnings": [{"layer": n, "message": w} for n, w in net.warnings],
+        "groups": {
+            name: {"params": cost.params, "activation_bytes": cost.activation_bytes}
+            for name, cost in group_costs(graph).items()
+        },
+        "cross_bytes": total_cross_bytes(graph),
     }
 
 
 def format_table(graph: NetGraph) -> str:
     info = to_json(graph)
+    return "\n".join([_layer_table(info), *_group_lines(info)])
+
+
+def _layer_table(info: dict[str, Any]) -> str:
     groups = info["device_groups"]
     head = f"{info['name']}: input {fmt(tuple(info['input']))}"
     if groups:
@@ -81,3 +92,31 @@ def format_table(graph: NetGraph) -> str:
         if k == 0 or k == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _group_lines(info: dict[str, Any]) -> list[str]:
+    """Below the table, for a net with device groups: what each group holds, what crosses."""
+    if not info["groups"]:
+        return []
+    lines = ["", "per example, fp32 (one tower per device group):"]
+    names = list(info["groups"])
+    width = max(len(n) for n in [*names, "group"])
+    lines.append(f"  {'group':<{width}}  {'params':>12}  {'activations':>13}")
+    for name, cost in info["groups"].items():
+        mib = cost["activation_bytes"] / 2**20
+        lines.append(
+            f"  {name:<{width}}  {cost['params']:>12,}  {cost['activation_bytes']:>13,} bytes"
+            f" ({mib:.2f} MiB)"
+        )
+    crossing = [(r["name"], r["cross_bytes"]) for r in info["layers"] if r["cross_bytes"]]
+    towers = len(names)
+    lines += ["", "bytes crossing between groups, forward, received by all towers:"]
+    if not crossing:
+        lines.append("  none: every layer reads its own group's channels or shared ones")
+        return lines
+    width = max(len(n) for n, _ in [*crossing, ("total", 0)])
+    digits = len(f"{info['cross_bytes']:,}")
+    for name, size in crossing:
+        lines.append(f"  {name:<{width}}  {size:>{digits},}  ({towers} × {size // towers:,})")
+    lines.append(f"  {'total':<{width}}  {info['cross_bytes']:>{digits},}")
+    return lines

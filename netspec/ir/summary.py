@@ -95,28 +95,29 @@ def _layer_table(info: dict[str, Any]) -> str:
 
 
 def _group_lines(info: dict[str, Any]) -> list[str]:
-    """Below the table, for a net with device groups: what each group holds, what crosses."""
+    """Below the table, for a net with device groups: what each group holds, what crosses.
+
+    No line starts with a layer's name, so the table's rows stay the only ones that do.
+    """
     if not info["groups"]:
         return []
-    lines = ["", "per example, fp32 (one tower per device group):"]
-    names = list(info["groups"])
-    width = max(len(n) for n in [*names, "group"])
-    lines.append(f"  {'group':<{width}}  {'params':>12}  {'activations':>13}")
+    lines = ["", "each device group on its own device, per example, fp32:"]
     for name, cost in info["groups"].items():
         mib = cost["activation_bytes"] / 2**20
         lines.append(
-            f"  {name:<{width}}  {cost['params']:>12,}  {cost['activation_bytes']:>13,} bytes"
-            f" ({mib:.2f} MiB)"
+            f"  {name}: {cost['params']:,} params, {cost['activation_bytes']:,} bytes of "
+            f"activations ({mib:.2f} MiB)"
         )
-    crossing = [(r["name"], r["cross_bytes"]) for r in info["layers"] if r["cross_bytes"]]
-    towers = len(names)
-    lines += ["", "bytes crossing between groups, forward, received by all towers:"]
+    lines.append("bytes crossing between groups, forward (what all groups receive):")
+    crossing = [(f"into {r['name']}:", r["cross_bytes"]) for r in info["layers"]]
+    crossing = [(label, size) for label, size in crossing if size]
     if not crossing:
         lines.append("  none: every layer reads its own group's channels or shared ones")
         return lines
-    width = max(len(n) for n, _ in [*crossing, ("total", 0)])
+    width = max(len(label) for label, _ in [*crossing, ("in all:", 0)])
     digits = len(f"{info['cross_bytes']:,}")
-    for name, size in crossing:
-        lines.append(f"  {name:<{width}}  {size:>{digits},}  ({towers} × {size // towers:,})")
-    lines.append(f"  {'total':<{width}}  {info['cross_bytes']:>{digits},}")
+    towers = len(info["groups"])
+    for label, size in crossing:
+        lines.append(f"  {label:<{width}} {size:>{digits},} ({towers} × {size // towers:,})")
+    lines.append(f"  {'in all:':<{width}} {info['cross_bytes']:>{digits},}")
     return lines

@@ -86,6 +86,27 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N local processes, started by torch's elastic launcher (default 1)",
+    )
+    p.add_argument(
+        "--parallel",
+        metavar="MODE",
+        help="how N processes share the work: data (DDP replicas, the default), towers (one "
+        "process per device group) or towers,data (groups × replicas)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --nproc: restart the processes up to K times after a failure; they resume "
+        "from last.pt",
+    )
 
 
 @command("eval", "evaluate a checkpoint on the validation split", "netspec.train.commands:run_eval")
@@ -178,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:
         run: Command = getattr(__import__(module, fromlist=[function]), function)

@@ -11,9 +11,11 @@ therefore "pixels in [0, 1] minus the training mean" (just [0, 1] when `mean: no
 is divided by a standard deviation, as in the paper. The training loop then multiplies each
 batch by `data.pixel_scale` (255: the paper's raw pixel values) on the device.
 
-All randomness comes from the `torch.Generator` a `TrainTransform` holds. DataLoader workers
-are copies of the dataset, so `seed_worker` reseeds each copy from the worker's own seed;
-otherwise every worker would draw the same crops and colour noise (a known bug in ports).
+All randomness comes from a `torch.Generator` made for one image in one epoch,
+`sample_generator(seed, epoch, index)`: an image's crop, mirror and colour noise depend on
+(seed, epoch, image index) alone, never on which DataLoader worker or which process loads it.
+So the number of workers or processes does not change what a run computes, and two workers
+can never repeat each other's draws (a known bug in ports that copy one generator per worker).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 from netspec.spec.settings import DataConfig
 
@@ -169,10 +170,24 @@ def _normalise(img: Tensor, mean: Tensor | None, top: int, left: int) -> Tensor:
     return x - mean[:, top : top + h, left : left + w]
 
 
-class TrainTransform:
-    """uint8 3×R×R image → float 3×crop×crop: random window, mean, colour noise, mirror."""
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of image `index`'s augmentation in `epoch`.
 
-    def __init__(self, cfg: DataConfig, stats: Stats | None, seed: int = 0) -> None:
+    Its seed is the `index`-th child of the epoch's `SeedSequence([seed, epoch])` (what
+    `.spawn()` would hand out), so it is independent of the epoch's shuffle seed, drawn from
+    that sequence itself, and of every other image's.
+    """
+    sequence = np.random.SeedSequence([seed % 2**64, epoch], spawn_key=(index,))
+    return torch.Generator().manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
+
+
+class TrainTransform:
+    """uint8 3×R×R image → float 3×crop×crop: random window, mean, colour noise, mirror.
+
+    It holds no random state: each call draws from the generator it is given.
+    """
+
+    def __init__(self, cfg: DataConfig, stats: Stats | None) -> None:
         self.crop, self.mirror, self.pca_std = cfg.crop, cfg.mirror, cfg.pca_std
         self.mean = mean_image(cfg, stats)
         if cfg.pca == "dataset":
@@ -181,23 +196,19 @@ class TrainTransform:
             self.pca: tuple[Tensor, Tensor] | None = (stats.eigvals, stats.eigvecs)
         else:
             self.pca = IMAGENET_PCA if cfg.pca == "imagenet" else None
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def reseed(self, seed: int) -> None:
-        self.generator.manual_seed(seed)
-
-    def apply(self, img: Tensor) -> tuple[Tensor, Window]:
+    def apply(self, img: Tensor, generator: torch.Generator) -> tuple[Tensor, Window]:
         """The augmented image and the window it came from. Draw order: window, then α."""
-        window = draw_window(img.shape[-1], self.crop, self.mirror, self.generator)
+        window = draw_window(img.shape[-1], self.crop, self.mirror, generator)
         t, left, c = window.top, window.left, self.crop
         x = _normalise(img[:, t : t + c, left : left + c], self.mean, t, left)
         if self.pca is not None:
             eigvals, eigvecs = self.pca
-            x = pca_noise(x, eigvecs, eigvals, self.pca_std, self.generator)
+            x = pca_noise(x, eigvecs, eigvals, self.pca_std, generator)
         return (x.flip(-1) if window.flip else x), window
 
-    def __call__(self, img: Tensor) -> Tensor:
-        return self.apply(img)[0]
+    def __call__(self, img: Tensor, generator: torch.Generator) -> Tensor:
+        return self.apply(img, generator)[0]
 
 
 class EvalTransform:
@@ -214,16 +225,3 @@ class EvalTransform:
         top = left = (img.shape[-1] - self.crop) // 2
         c = self.crop
         return _normalise(img[:, top : top + c, left : left + c], self.mean, top, left)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: give this worker's TrainTransform the worker's own seed.
-
-    `get_worker_info().seed` is the loader's base seed (drawn from its `generator` each time
-    an iterator starts) plus the worker id: different per worker and per epoch, and the same
-    again for the same loader generator seed, which is what exact resume needs.
-    """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
-    if isinstance(transform, TrainTransform):
-        transform.reseed(info.seed)

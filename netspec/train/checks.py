@@ -7,6 +7,7 @@ from pathlib import Path
 from netspec.errors import Problem, SpecError, UsageError
 from netspec.ir.graph import build_graph
 from netspec.spec.model import Spec
+from netspec.train.data import Data, open_data
 
 
 def check_data_fits(spec: Spec, folder: Path, classes: list[str]) -> None:
@@ -44,3 +45,16 @@ def check_sizes(spec: Spec) -> None:
         )
     if problems:
         raise SpecError(problems)
+
+
+def open_training_data(spec: Spec, root: Path) -> Data:
+    """ROOT's train and val folders, checked against the spec, with statistics fitted."""
+    check_sizes(spec)
+    data = open_data(root, spec.data)
+    check_data_fits(spec, data.train_set.folder, data.classes)
+    if len(data.train_set) < spec.train.batch_size:
+        raise UsageError(
+            f"{data.train_set.folder} has {len(data.train_set)} images, fewer than "
+            f"one batch ({spec.train.batch_size}): lower --batch-size"
+        )
+    return data

@@ -6,17 +6,30 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from netspec import compile, load_spec
 from netspec.errors import UsageError
+from netspec.spec.model import Spec
 from netspec.train.augment import Stats, needs_stats
 from netspec.train.checkpoint import load_checkpoint
-from netspec.train.checks import check_data_fits, check_sizes
+from netspec.train.checks import check_data_fits, check_sizes, open_training_data
 from netspec.train.data import loader, open_val, resolve_data_dir
 from netspec.train.device import options_for, pick_device
+from netspec.train.distributed import (
+    WorkersFailed,
+    World,
+    agree,
+    check_devices,
+    join,
+    launch,
+    leave,
+    rank_zero_first,
+)
 from netspec.train.evaluate import evaluate
 from netspec.train.loop import Diverged, train
+from netspec.train.parallel import plan, strategy
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -28,7 +41,19 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def run_train(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Target:
+    """What a `netspec train` command trains, and where."""
+
+    spec: Spec
+    out: Path
+    resume: bool
+    source: str  # the spec file it was read from, for messages
+
+
+def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) -> Target:
+    """The spec and run folder the flags name, checked. A worker the launcher `restarted`
+    carries on from the run's last.pt by itself."""
     overrides = [*args.overrides, *_flag_overrides(args)]
     if args.resume:
         out = Path(args.resume)
@@ -37,35 +62,100 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--resume {out}: no run there (it needs last.pt and spec.yaml); "
                 "start a new run with --out"
             )
-        spec = load_spec(out / "spec.yaml", overrides)
-        print(
-            f"note: a resumed run keeps its own {out / 'spec.yaml'} (plus any --set); "
-            f"{args.spec} is not read",
-            file=sys.stderr,
-        )
-    else:
-        spec = load_spec(args.spec, overrides)
-        out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if (out / "last.pt").exists():
-            raise UsageError(
-                f"--out {out} already holds a run; continue it with --resume {out} "
-                "or choose another --out"
+        if announce:
+            print(
+                f"note: a resumed run keeps its own {out / 'spec.yaml'} (plus any --set); "
+                f"{args.spec} is not read",
+                file=sys.stderr,
             )
-    device = pick_device(args.device)
-    root = resolve_data_dir(args.data)
+        return Target(load_spec(out / "spec.yaml", overrides), out, True, str(out / "spec.yaml"))
+    spec = load_spec(args.spec, overrides)
+    out = Path(args.out or f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    resume = (out / "last.pt").exists()
+    if resume and not restarted:
+        raise UsageError(
+            f"--out {out} already holds a run; continue it with --resume {out} "
+            "or choose another --out"
+        )
+    return Target(spec, out, resume, args.spec)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: give 1 or more processes")
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts {args.max_restarts}: give 0 or more restarts")
+    world = World.from_env()
+    if world is None and args.nproc > 1:
+        return _launch(args)
+    return _train_here(args, world)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Check what every worker would check, then start `--nproc` workers and wait."""
+    target = resolve_target(args, announce=False, restarted=False)
+    plan(args.parallel or "data", target.spec, args.nproc, target.source)
+    check_devices(pick_device(args.device), args.nproc)
+    # a mistake in the data folder is one line here, not one per worker; and the workers
+    # find the built-in set and the statistics cached
+    open_training_data(target.spec, resolve_data_dir(args.data))
+    argv = args.argv if args.resume or args.out else [*args.argv, "--out", str(target.out)]
     try:
-        train(spec, root, out, device, resume=bool(args.resume))
+        launch(argv, args.nproc, args.max_restarts)
+    except WorkersFailed as exc:
+        print(f"netspec train: {exc}; {_resume_hint(target.out)}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"\nnetspec train: interrupted; {_resume_hint(target.out)}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _train_here(args: argparse.Namespace, world: World | None) -> int:
+    """Train in this process: alone, or as one worker of several that a launcher started."""
+    processes = world.size if world else 1
+    if world and args.nproc not in (1, world.size):
+        raise UsageError(
+            f"--nproc {args.nproc}, but the launcher started {world.size} processes: "
+            "leave --nproc out when a launcher (torchrun) starts the processes"
+        )
+    if world and world.max_restarts and not (args.out or args.resume):
+        raise UsageError(
+            "restarted processes must find their run again: give --out DIR "
+            "(a launcher with restarts needs a fixed run folder)"
+        )
+    device = pick_device(args.device)
+    if processes > 1:
+        assert world is not None
+        device = join(world, device)
+    main = world is None or world.rank == 0
+    try:
+        target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))
+        out = agree(target.out)  # the run folder rank 0 named, for a default --out
+        parallel = None
+        if processes > 1 or args.parallel:
+            layout = plan(args.parallel or "data", target.spec, processes, target.source)
+            if processes > 1:
+                parallel = strategy(layout, target.spec, device)
+        with rank_zero_first():  # the built-in set is generated once
+            root = resolve_data_dir(args.data)
+        train(target.spec, root, out, device, resume=target.resume, parallel=parallel)
     except Diverged as exc:
         print(f"netspec train: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if (out / "last.pt").exists():
-            where = f"{out / 'last.pt'} holds the last finished epoch: continue with --resume {out}"
-        else:
-            where = "no epoch had finished, so there is nothing to resume"
-        print(f"\nnetspec train: interrupted; {where}", file=sys.stderr)
+        if main:
+            print(f"\nnetspec train: interrupted; {_resume_hint(out)}", file=sys.stderr)
         return 130
+    finally:
+        leave()
     return 0
+
+
+def _resume_hint(out: Path) -> str:
+    if (out / "last.pt").exists():
+        return f"{out / 'last.pt'} holds the last finished epoch: continue with --resume {out}"
+    return "no epoch had finished, so there is nothing to resume"
 
 
 def run_eval(args: argparse.Namespace) -> int:

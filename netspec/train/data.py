@@ -11,6 +11,10 @@ Typical use, one loader per epoch so that epoch k is reproducible from (seed, k)
     for epoch in range(epochs):
         for x, y in data.train_loader(batch_size, seed, epoch): ...
     for x, y in data.val_loader(batch_size): ...
+
+With several data-parallel processes each passes its `replica` and the number of `replicas`:
+it gets its slice of every global batch, and its share of the validation set
+(`netspec.train.sampling`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
@@ -37,9 +41,10 @@ from netspec.train.augment import (
     fit_stats,
     needs_stats,
     rescale_and_center,
-    seed_worker,
+    sample_generator,
     to_tensor,
 )
+from netspec.train.sampling import GlobalBatches, shard
 from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -81,7 +86,7 @@ class ImageSplit(Dataset):
         self, folder: Path, classes: list[str], samples: list[tuple[Path, int]], resize: int
     ) -> None:
         self.folder, self.classes, self.samples, self.resize = folder, classes, samples, resize
-        self.transform: TrainTransform | EvalTransform | None = None
+        self.transform: EvalTransform | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -155,11 +160,25 @@ def _file_id(path: Path, folder: Path) -> tuple[str, int, int]:
     return str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns
 
 
-def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
-    """Two independent seeds for (seed, epoch): the loader's generator (shuffle order and the
-    workers' seeds) and the main-process transform (used when there are no workers)."""
-    loader, main = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(2, np.uint64)
-    return int(loader), int(main)
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's image order; each image's augmentation seed is a child of the
+    same sequence (`sample_generator`), independent of this one."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0])
+
+
+class EpochImages(Dataset):
+    """The training split as one epoch sees it: image `index` augmented with its own
+    generator, made from (seed, epoch, index) alone."""
+
+    def __init__(self, split: ImageSplit, augment: TrainTransform, seed: int, epoch: int):
+        self.split, self.augment, self.seed, self.epoch = split, augment, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        img, label = self.split[index]
+        return self.augment(img, sample_generator(self.seed, self.epoch, index)), label
 
 
 @dataclass
@@ -168,6 +187,7 @@ class Data:
 
     train_set: ImageSplit
     val_set: ImageSplit
+    augment: TrainTransform
     stats: Stats | None
     workers: int
 
@@ -175,36 +195,39 @@ class Data:
     def classes(self) -> list[str]:
         return self.train_set.classes
 
-    def train_loader(self, batch_size: int, seed: int, epoch: int) -> DataLoader:
-        """Shuffled, augmented batches (float B×3×crop×crop) for one epoch, reproducible from
-        (seed, epoch) whatever came before: iterate it once, make a new one next epoch."""
-        loader_seed, main_seed = epoch_seeds(seed, epoch)
-        self.train_set.transform.reseed(main_seed)  # workers reseed their copies themselves
-        generator = torch.Generator().manual_seed(loader_seed)
-        return loader(self.train_set, batch_size, self.workers, generator)
+    def train_loader(
+        self, batch_size: int, seed: int, epoch: int, replica: int = 0, replicas: int = 1
+    ) -> DataLoader:
+        """Shuffled, augmented batches (float b×3×crop×crop, b = batch_size / replicas) for
+        one epoch, reproducible from (seed, epoch) whatever came before: iterate it once,
+        make a new one next epoch. The last partial global batch is dropped (a batch of one
+        would break batch normalisation)."""
+        images = EpochImages(self.train_set, self.augment, seed, epoch)
+        batches = GlobalBatches(
+            len(images), batch_size, shuffle_seed(seed, epoch), replica, replicas
+        )
+        return DataLoader(
+            images,
+            batch_sampler=batches,
+            num_workers=self.workers,
+            # the workers' own seeds feed no draw; a generator keeps them off torch's global one
+            generator=torch.Generator().manual_seed(0),
+            pin_memory=torch.cuda.is_available(),
+        )
 
-    def val_loader(self, batch_size: int) -> DataLoader:
-        """Batches in file order: B×3×crop×crop, or B×10×3×crop×crop with ten_crop."""
-        return loader(self.val_set, batch_size, self.workers)
+    def val_loader(self, batch_size: int, replica: int = 0, replicas: int = 1) -> DataLoader:
+        """Batches in file order: B×3×crop×crop, or B×10×3×crop×crop with ten_crop; with
+        several replicas, this replica's share of the images."""
+        share = Subset(self.val_set, shard(len(self.val_set), replica, replicas))
+        return loader(share, batch_size, self.workers)
 
 
-def loader(
-    dataset: ImageSplit, batch_size: int, workers: int, generator: torch.Generator | None = None
-) -> DataLoader:
-    """Worker processes load and augment while the model trains, as in the paper.
-
-    With a generator the batches are shuffled and a last partial batch is dropped (a batch of
-    one would break batch normalisation); without one, every image is used in file order.
-    """
+def loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
+    """Every image once, in file order; worker processes load while the model computes."""
     return DataLoader(
         dataset,
         batch_size,
-        shuffle=generator is not None,
-        drop_last=generator is not None,
-        generator=generator,
         num_workers=workers,
-        worker_init_fn=seed_worker,
-        persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )
 
@@ -232,6 +255,5 @@ def open_data(root: Path, cfg: DataConfig, stats_cache: Path | None = None) -> D
     if needs_stats(cfg):
         cache = Path(stats_cache) if stats_cache is not None else cache_root() / "stats"
         stats = fit_split_stats(train, cfg.stats_images, cache)
-    train.transform = TrainTransform(cfg, stats)
     val.transform = EvalTransform(cfg, stats)
-    return Data(train, val, stats, cfg.workers)
+    return Data(train, val, TrainTransform(cfg, stats), stats, cfg.workers)

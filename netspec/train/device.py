@@ -25,11 +25,12 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def options_for(spec: Spec, device: torch.device) -> Options:
-    """The spec's amp and channels_last, which apply on CUDA only (a note says so elsewhere)."""
+def options_for(spec: Spec, device: torch.device, note: bool = True) -> Options:
+    """The spec's amp and channels_last, which apply on CUDA only (a note says so elsewhere,
+    unless `note` is off: a process other than the main one)."""
     cuda = device.type == "cuda"
     for flag in ("amp", "channels_last"):
-        if getattr(spec.train, flag) and not cuda:
+        if getattr(spec.train, flag) and not cuda and note:
             print(
                 f"note: train.{flag} applies on CUDA only; ignored on {device.type}",
                 file=sys.stderr,

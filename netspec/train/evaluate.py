@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,12 +32,23 @@ class Options:
         return x
 
 
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _alone(sums: torch.Tensor) -> torch.Tensor:
+    return sums
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, opts: Options) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, opts: Options, reduce: Reduce = _alone
+) -> dict[str, float]:
     """Batches are B×C×H×W (one crop) or B×10×C×H×W (ten crops, softmax averaged).
 
     With ten crops the loss is the negative log of the averaged probability, so that the
-    loss and the accuracies judge the same prediction.
+    loss and the accuracies judge the same prediction. `reduce` adds up the float64 sums
+    (loss, top-1, top-5, images) of every process that evaluated a share of the set, so
+    that each process returns the whole set's figures.
     """
     model.eval()
     total = loss = top1 = top5 = 0.0
@@ -57,4 +69,6 @@ def evaluate(model: nn.Module, loader: DataLoader, opts: Options) -> dict[str, f
         top1 += topk_correct(probs, y, 1)
         top5 += topk_correct(probs, y, 5)
         total += len(y)
+    sums = reduce(torch.tensor([loss, top1, top5, total], dtype=torch.float64))
+    loss, top1, top5, total = sums.tolist()
     return {"val_loss": loss / total, "val_top1": top1 / total, "val_top5": top5 / total}

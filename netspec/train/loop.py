@@ -3,6 +3,10 @@
 Every epoch is reproducible from (seed, epoch) alone — the data order, the augmentation and
 dropout are reseeded at its start — so a resumed run computes exactly what an uninterrupted
 one does. What the run writes is described in `netspec.train.runfolder`.
+
+The same loop runs in every process of a multi-process run; its `Parallel` strategy
+(`netspec.train.parallel`) wraps the model, picks each process's share of the data and adds
+up the figures, and the main process alone logs and writes the run folder.
 """
 
 from __future__ import annotations
@@ -19,15 +23,14 @@ import torch
 from torch import nn
 
 from netspec import compile
-from netspec.errors import UsageError
 from netspec.spec.model import Spec
 from netspec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from netspec.train.checks import check_data_fits, check_sizes
+from netspec.train.checks import open_training_data
 from netspec.train.curves import draw_curves
-from netspec.train.data import open_data
 from netspec.train.device import options_for
 from netspec.train.evaluate import Options, evaluate
 from netspec.train.optim import make_optimizer
+from netspec.train.parallel import OneProcess
 from netspec.train.progress import Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
@@ -39,9 +42,20 @@ class Diverged(Exception):
     """The loss stopped being a finite number; the last good checkpoint is kept."""
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's dropout draws; the 7 keeps it apart from the data's seeds."""
-    return int(np.random.SeedSequence([seed % 2**63, epoch, 7]).generate_state(1, np.uint64)[0])
+# Figures that add up over data-parallel replicas; every other epoch figure is a mean over
+# images, and as every replica trains on equally many images, the mean of the replicas' means.
+ADDED_OVER_REPLICAS = frozenset({"images_per_s"})
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of an epoch's dropout draws; the 7 keeps it apart from the data's seeds.
+    Stream r > 0 (data-parallel replica r) draws its own masks; stream 0, one process's."""
+    entropy = [seed % 2**63, epoch, 7, *([stream] if stream else [])]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def train_epoch(
@@ -52,11 +66,12 @@ def train_epoch(
     scaler: torch.amp.GradScaler,
     opts: Options,
     label: str,
+    show_progress: bool = True,
 ) -> dict[str, float]:
     """One pass over the training batches; the mean loss, the speed and the time spent waiting."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    progress = Progress(steps, label)
+    progress = Progress(steps, label, quiet=not show_progress)
     total_loss = images = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
@@ -90,25 +105,29 @@ class Run:
     """One training run: the model, its optimiser and schedule, the data and the run folder."""
 
     def __init__(
-        self, spec: Spec, data_root: Path, out: Path, device: torch.device, log: Log = print
+        self,
+        spec: Spec,
+        data_root: Path,
+        out: Path,
+        device: torch.device,
+        log: Log = print,
+        parallel: OneProcess | None = None,
     ):
-        check_sizes(spec)
-        self.data = open_data(data_root, spec.data)
-        check_data_fits(spec, self.data.train_set.folder, self.data.classes)
-        if len(self.data.train_set) < spec.train.batch_size:
-            raise UsageError(
-                f"{self.data.train_set.folder} has {len(self.data.train_set)} images, fewer than "
-                f"one batch ({spec.train.batch_size}): lower --batch-size"
-            )
-        self.spec, self.cfg, self.log = spec, spec.train, log
+        self.parallel = parallel or OneProcess(spec, device)
+        self.main = self.parallel.is_main
+        with self.parallel.main_first():  # the main process fits (and caches) the statistics
+            self.data = open_training_data(spec, data_root)
+        self.spec, self.cfg = spec, spec.train
+        self.log = log if self.main else _quiet
         self.folder = RunFolder(out)
         self.data_root = data_root
-        self.opts = options_for(spec, device)
+        self.opts = options_for(spec, device, note=self.main)
         torch.manual_seed(self.cfg.seed)
-        self.model = compile(spec).to(device)
+        model = compile(spec).to(device)
         if self.opts.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, self.cfg)
+            model = model.to(memory_format=torch.channels_last)
+        self.model = self.parallel.wrap(model)
+        self.optimizer = make_optimizer(self.parallel.module(self.model), self.cfg)
         self.schedule = make_schedule(self.cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.opts.amp)
         self.epoch, self.best = 0, -1.0
@@ -119,20 +138,22 @@ class Run:
         return self.folder.path
 
     def start(self) -> None:
-        self.folder.start(self.spec)
+        if self.main:
+            self.folder.start(self.spec)
 
     def resume(self) -> None:
         state = load_checkpoint(self.folder.last)
         self.folder.check_resumable(state["spec"], self.spec)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.parallel.load_model_state(self.model, state["model"])
+        self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_top1"]
         self.rows = [r for r in self.folder.rows() if r["epoch"] <= self.epoch]
-        self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
-        self.folder.write_spec(self.spec)  # a new train.epochs sticks
+        if self.main:
+            self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
+            self.folder.write_spec(self.spec)  # a new train.epochs sticks
         if self.epoch >= self.cfg.epochs:
             self.log(
                 f"{self.out} has finished its {self.epoch} epochs; raise --epochs to train longer"
@@ -146,21 +167,22 @@ class Run:
         self.log(
             f"training {self.spec.name} on {self.data_root} ({len(d.train_set)} train, "
             f"{len(d.val_set)} val images, {len(d.classes)} classes) on "
-            f"{self.opts.device.type}; run folder {self.out}"
+            f"{self.opts.device.type}{self.parallel.describe()}; run folder {self.out}"
         )
         try:
             while self.epoch < self.cfg.epochs:
                 self.run_epoch()
         except KeyboardInterrupt:
             # last.pt stays the resume point; keep the unfinished epoch's weights beside it
-            save_checkpoint(
-                self.folder.interrupted,
-                {
-                    "model": self.model.state_dict(),
-                    "epoch": self.epoch,
-                    "spec": spec_yaml(self.spec),
-                },
-            )
+            if self.main:
+                save_checkpoint(
+                    self.folder.interrupted,
+                    {
+                        "model": self.parallel.model_state(self.model),
+                        "epoch": self.epoch,
+                        "spec": spec_yaml(self.spec),
+                    },
+                )
             raise
         return self.rows
 
@@ -168,7 +190,9 @@ class Run:
         began = time.perf_counter()
         lr = self.schedule.lr
         stats = self.train_one_epoch()
-        val = evaluate(self.model, self.data.val_loader(self.cfg.batch_size), self.opts)
+        p = self.parallel
+        val_batches = self.data.val_loader(self.cfg.batch_size, p.replica, p.replicas)
+        val = evaluate(p.module(self.model), val_batches, self.opts, p.sum_over_replicas)
         self.schedule.step(1.0 - val["val_top1"])
         apply_lr(self.optimizer, self.schedule.lr)
         row = {"epoch": self.epoch + 1, "lr": lr, **stats, **val}
@@ -176,13 +200,21 @@ class Run:
         self.finish_epoch(row)
 
     def train_one_epoch(self) -> dict[str, float]:
-        cfg, epoch = self.cfg, self.epoch
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout draws, reproducible per epoch
-        loader = self.data.train_loader(cfg.batch_size, cfg.seed, epoch)
+        cfg, epoch, p = self.cfg, self.epoch, self.parallel
+        # dropout draws, reproducible per epoch
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, p.dropout_stream))
+        loader = self.data.train_loader(cfg.batch_size, cfg.seed, epoch, p.replica, p.replicas)
         label = f"epoch {epoch + 1}/{cfg.epochs}"
         try:
-            return train_epoch(
-                self.model, loader, len(loader), self.optimizer, self.scaler, self.opts, label
+            stats = train_epoch(
+                self.model,
+                loader,
+                len(loader),
+                self.optimizer,
+                self.scaler,
+                self.opts,
+                label,
+                show_progress=self.main,
             )
         except Diverged as exc:
             kept = f"{self.folder.last} (epoch {epoch})" if epoch else "none yet"
@@ -190,15 +222,27 @@ class Run:
                 f"epoch {epoch + 1}, {exc}; stopped. Last good checkpoint: {kept}. "
                 f"Try a lower learning rate, e.g. --set train.lr={cfg.lr / 10:g}"
             ) from None
+        return self.over_replicas(stats)
+
+    def over_replicas(self, stats: dict[str, float]) -> dict[str, float]:
+        """One replica's epoch figures → the whole run's."""
+        if self.parallel.replicas == 1:
+            return stats
+        keys, n = list(stats), self.parallel.replicas
+        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64)
+        totals = zip(keys, self.parallel.sum_over_replicas(values).tolist(), strict=True)
+        return {k: v if k in ADDED_OVER_REPLICAS else v / n for k, v in totals}
 
     def finish_epoch(self, row: dict[str, Any]) -> None:
         """Log the epoch's row, save the checkpoints, redraw the curves, say how it went."""
         self.rows.append(row)
-        self.folder.append_row(row)
+        if self.main:
+            self.folder.append_row(row)
         self.epoch += 1
         self.save(row)
-        title = f"{self.spec.name} on {self.data_root.name}"
-        draw_curves(self.rows, self.folder.curves, title)
+        if self.main:
+            title = f"{self.spec.name} on {self.data_root.name}"
+            draw_curves(self.rows, self.folder.curves, title)
         self.log(
             f"epoch {row['epoch']}/{self.cfg.epochs}  lr {row['lr']:.4g}  "
             f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
@@ -208,11 +252,13 @@ class Run:
         )
 
     def save(self, row: dict[str, Any]) -> None:
+        """Every process takes part (gathering the state may need them all); the main one
+        writes."""
         improved = row["val_top1"] > self.best
         self.best = max(self.best, row["val_top1"])
         payload = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": self.parallel.model_state(self.model),
+            "optimizer": self.parallel.optimizer_state(self.optimizer),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
@@ -222,6 +268,8 @@ class Run:
             "stats": asdict(self.data.stats) if self.data.stats else None,
             "metrics": row,
         }
+        if not self.main:
+            return
         save_checkpoint(self.folder.last, payload)
         if improved:
             save_checkpoint(self.folder.best, payload)
@@ -234,9 +282,11 @@ def train(
     device: torch.device | str = "cpu",
     resume: bool = False,
     log: Log = print,
+    parallel: OneProcess | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `spec` on the image folder `data_root`, writing the run into `out`."""
-    run = Run(spec, data_root, out, torch.device(device), log)
+    """Train `spec` on the image folder `data_root`, writing the run into `out`; `parallel`
+    is this process's part in a multi-process run (default: one process alone)."""
+    run = Run(spec, data_root, out, torch.device(device), log, parallel)
     if resume:
         run.resume()
     else:

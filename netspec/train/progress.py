@@ -8,14 +8,24 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr, every_s: float = 15):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: TextIO = sys.stderr,
+        every_s: float = 15,
+        quiet: bool = False,
+    ):
         self.total, self.label, self.stream, self.every_s = total, label, stream, every_s
-        self.tty = stream.isatty()
+        self.quiet = quiet  # counts, shows nothing: a process other than the main one
+        self.tty = stream.isatty() and not quiet
         self.start = self.last = time.perf_counter()
         self.done = 0
 
     def update(self, images: int, loss: float) -> None:
         self.done += 1
+        if self.quiet:
+            return
         now = time.perf_counter()
         if self.tty:
             width = 30

@@ -16,6 +16,7 @@ from netspec.train.augment import (
     mean_image,
     pca_noise,
     rescale_and_center,
+    sample_generator,
     ten_crop,
 )
 
@@ -106,10 +107,10 @@ def cfg(**kw) -> DataConfig:
 
 def test_random_crop_and_mirror_geometry():
     img = coords(8, 8) * 255  # TrainTransform divides by 255
-    t = TrainTransform(cfg(), None, seed=3)
+    t, g = TrainTransform(cfg(), None), torch.Generator().manual_seed(3)
     seen = set()
     for _ in range(200):
-        out, w = t.apply(img)
+        out, w = t.apply(img, g)
         want = coords(8, 8)[:, w.top : w.top + 6, w.left : w.left + 6]
         want = want.flip(-1) if w.flip else want
         torch.testing.assert_close(out.double(), want, rtol=1e-6, atol=0.1)
@@ -117,16 +118,16 @@ def test_random_crop_and_mirror_geometry():
         assert out[0, 0, 0].item() == pytest.approx(corner, abs=0.1)
         seen.add((w.top, w.left, w.flip))
     assert seen == {(t, x, f) for t in range(3) for x in range(3) for f in (False, True)}
-    no_mirror = TrainTransform(cfg(mirror=False), None, seed=3)
-    assert not any(no_mirror.apply(img)[1].flip for _ in range(50))
+    no_mirror = TrainTransform(cfg(mirror=False), None)
+    assert not any(no_mirror.apply(img, g)[1].flip for _ in range(50))
 
 
 def test_crop_subtracts_the_matching_window_of_the_mean_image():
     mean = coords(8, 8).float() / 1e6
     stats = Stats(mean, torch.ones(3), torch.eye(3))
-    t = TrainTransform(cfg(mean="pixel"), stats, seed=0)
+    t, g = TrainTransform(cfg(mean="pixel"), stats), torch.Generator().manual_seed(0)
     for _ in range(20):
-        out, w = t.apply(torch.zeros(3, 8, 8, dtype=torch.uint8))
+        out, w = t.apply(torch.zeros(3, 8, 8, dtype=torch.uint8), g)
         want = -mean[:, w.top : w.top + 6, w.left : w.left + 6]
         torch.testing.assert_close(out, want.flip(-1) if w.flip else want)
 
@@ -167,10 +168,29 @@ def test_eval_ten_crop_is_normalised_like_training():
     torch.testing.assert_close(out[4], centre)
 
 
+def test_an_images_generator_is_the_epoch_sequences_child():
+    def child_draws(seed: int, epoch: int, index: int) -> torch.Tensor:
+        child = np.random.SeedSequence([seed, epoch]).spawn(index + 1)[index]
+        g = torch.Generator().manual_seed(int(child.generate_state(1, np.uint64)[0]))
+        return torch.rand(4, generator=g)
+
+    for key in [(0, 0, 0), (0, 0, 7), (3, 1, 5), (3, 2, 5), (4, 1, 5)]:
+        torch.testing.assert_close(
+            torch.rand(4, generator=sample_generator(*key)), child_draws(*key)
+        )
+
+    def draws(key: tuple[int, int, int]) -> tuple[float, ...]:
+        return tuple(torch.rand(2, generator=sample_generator(*key)).tolist())
+
+    keys = [(0, epoch, index) for epoch in range(3) for index in range(50)]
+    assert len({draws(k) for k in keys}) == len(keys)  # every (epoch, image) its own draws
+    assert draws((0, 2, 49)) == draws((0, 2, 49))  # and the same ones again
+
+
 def test_colour_noise_in_float_no_uint8_wraparound():
     white = torch.full((3, 8, 8), 255, dtype=torch.uint8)
-    t = TrainTransform(cfg(pca="imagenet", pca_std=1.0), None, seed=5)
-    outs = torch.stack([t(white) for _ in range(50)])
+    t, g = TrainTransform(cfg(pca="imagenet", pca_std=1.0), None), torch.Generator().manual_seed(5)
+    outs = torch.stack([t(white, g) for _ in range(50)])
     per_image = outs.flatten(2)
     assert torch.equal(per_image.amin(2), per_image.amax(2))  # one shift per image and channel
     assert outs.max() > 1.0 and outs.min() < 1.0  # pushed past white, not wrapped to black

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 import netspec.train.data
 import netspec.train.shapes_data
 from netspec.spec.settings import DataConfig
-from netspec.train.augment import TrainTransform
-from netspec.train.data import DataError, open_data, open_split, resolve_data_dir
+from netspec.train.augment import sample_generator
+from netspec.train.data import DataError, EpochImages, open_data, open_split, resolve_data_dir
+from netspec.train.sampling import GlobalBatches, shard
 from netspec.train.shapes_data import CLASSES, ensure_shapes
 
 
@@ -209,21 +209,56 @@ def test_same_seed_and_epoch_reproduce_the_batches(tmp_path, workers):
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
 
 
-def test_two_workers_draw_different_crops_and_noise(tmp_path):
+def test_each_image_draws_from_its_own_seed_whatever_the_workers(tmp_path):
     make_folder(tmp_path, same_image=True)  # every image identical: only augmentation differs
-    cfg = small_cfg(workers=2, pca="imagenet", mean="none")
-    outputs = [x for x, _ in epoch_batches(tmp_path, cfg, 0, 0)]
-    assert len(outputs) == 6  # batches alternate between worker 0 and worker 1
+    cfg = small_cfg(pca="imagenet", mean="none")
+    data = open_data(tmp_path, cfg, tmp_path / "c")
+    epoch = EpochImages(data.train_set, data.augment, 1, 3)
+    # Image i's draws are those of its own generator, made from (seed, epoch, i) alone
+    for i in range(len(epoch)):
+        img, _ = data.train_set[i]
+        assert torch.equal(epoch[i][0], data.augment(img, sample_generator(1, 3, i)))
+    outputs = [epoch[i][0] for i in range(6)]
     for i in range(6):
         for j in range(i):
             assert not torch.equal(outputs[i], outputs[j]), (i, j)
+    # ...so the batches do not depend on how many worker processes load them
+    alone = epoch_batches(tmp_path, cfg, 1, 3)
+    two = epoch_batches(tmp_path, small_cfg(pca="imagenet", mean="none", workers=2), 1, 3)
+    assert len(alone) == 6
+    for (xa, ya), (xb, yb) in zip(alone, two, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
-    # Control: without seed_worker both workers copy one generator and repeat each other.
-    data = open_data(tmp_path, cfg)
-    unseeded = DataLoader(data.train_set, 1, num_workers=2, worker_init_fn=None)
-    first, second, *_ = (x for x, _ in unseeded)
-    assert torch.equal(first, second)
-    assert isinstance(data.train_set.transform, TrainTransform)
+
+def test_replicas_take_contiguous_slices_of_the_same_global_batches(tmp_path):
+    make_folder(tmp_path, per_class=(9, 2))  # 18 images: three global batches of 6
+    data = open_data(tmp_path, small_cfg(workers=2), tmp_path / "c")
+    whole = [(x.clone(), y.clone()) for x, y in data.train_loader(6, 5, 2)]
+    data.workers = 0
+    parts = [list(data.train_loader(6, 5, 2, replica=r, replicas=3)) for r in range(3)]
+    assert len(whole) == 3 and all(len(p) == 3 for p in parts)
+    for step, (x, y) in enumerate(whole):
+        assert all(len(p[step][1]) == 2 for p in parts)
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), y)
+
+
+def test_global_batches_cover_the_set_once_and_drop_the_partial_one():
+    replicas = [list(GlobalBatches(23, 6, seed=4, replica=r, replicas=2)) for r in range(2)]
+    steps = [a + b for a, b in zip(*replicas, strict=True)]
+    assert [len(s) for s in steps] == [6, 6, 6]  # 23 = 3 × 6 + 5 dropped
+    seen = [i for s in steps for i in s]
+    assert len(set(seen)) == 18 and set(seen) <= set(range(23))
+    assert steps != [list(range(k, k + 6)) for k in (0, 6, 12)]  # shuffled
+    assert [i for s in GlobalBatches(23, 6, seed=4) for i in s] == seen  # one replica: same
+    with pytest.raises(ValueError, match="does not split into 4 replicas"):
+        GlobalBatches(23, 6, seed=4, replicas=4)
+
+
+def test_validation_shards_hold_every_image_once():
+    for n, k in [(30, 2), (31, 3), (2, 4)]:
+        shards = [shard(n, r, k) for r in range(k)]
+        assert [i for s in shards for i in s] == list(range(n))
 
 
 # --- shapes --------------------------------------------------------------------------------

@@ -1,0 +1,295 @@
+"""`netspec train --nproc N`: data-parallel processes on gloo, against the one-process run.
+
+The processes are real: torch's elastic launcher starts them, they join a gloo process
+group and train with DDP. Dropout is off so that replicas and one process draw nothing
+differently; everything else (data order, augmentation, evaluation) must agree exactly.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from netspec import compile, load_spec
+from netspec.cli import main
+from netspec.train.checkpoint import load_checkpoint
+from netspec.train.loop import train
+from netspec.train.shapes_data import ensure_shapes
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests/nets/tiny.yaml"
+NO_DROPOUT = "layers.drop.p=0"
+TIMING = {"seconds", "images_per_s", "data_wait"}
+JOB_TIMEOUT = 240  # seconds for any one launched job; a hang fails the test, never blocks it
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """60 training images (three global batches of 16), 30 validation images."""
+    return ensure_shapes(
+        tmp_path_factory.mktemp("small"), seed=3, size=32, train_per_class=6, val_per_class=3
+    )
+
+
+@pytest.fixture(scope="module")
+def larger(tmp_path_factory):
+    """300 training images: epochs long enough to kill a process in the middle of one."""
+    return ensure_shapes(
+        tmp_path_factory.mktemp("larger"), seed=3, size=32, train_per_class=30, val_per_class=3
+    )
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+
+
+def quiet(*_: object) -> None:
+    pass
+
+
+def one_process(data: Path, out: Path, epochs: int, *overrides: str) -> list[dict]:
+    """The reference: the same spec trained in this process alone."""
+    spec = load_spec(TINY, [NO_DROPOUT, f"train.epochs={epochs}", *overrides])
+    train(spec, data, out, log=quiet)
+    return rows(out)
+
+
+def rows(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def assert_rows_close(got: list[dict], want: list[dict]) -> None:
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        assert g == pytest.approx(w, rel=1e-5, abs=1e-6), g["epoch"]
+
+
+def assert_weights_close(a: Path, b: Path) -> None:
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def python_m(tmp_path: Path, *argv: str) -> subprocess.Popen:
+    """`python -m ARGV…` in a process of its own, with this test's cache."""
+    return subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        env={**os.environ, "NETSPEC_CACHE": str(tmp_path / "cache")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def start(data: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`netspec train` on the tiny spec, dropout off."""
+    return python_m(
+        tmp_path, "netspec", "train", str(TINY), "--data", str(data), "--set", NO_DROPOUT, *args
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (the launcher's workers, from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def local_rank(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"LOCAL_RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+def finish(job: subprocess.Popen, timeout: float = JOB_TIMEOUT) -> tuple[int, str, str]:
+    """Wait for a job; past `timeout` kill it and its workers and fail the test."""
+    try:
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in children(job.pid):
+            os.kill(pid, signal.SIGKILL)
+        job.kill()
+        out, err = job.communicate()
+        pytest.fail(f"no exit within {timeout} s:\n{out}\n{err}")
+    return job.returncode, out, err
+
+
+def wait_for(path: Path, job: subprocess.Popen, timeout: float = JOB_TIMEOUT) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if job.poll() is not None or time.time() > deadline:
+            finish(job, 1)
+            pytest.fail(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+def kill_worker(job: subprocess.Popen, rank: int) -> None:
+    (victim,) = [pid for pid in children(job.pid) if local_rank(pid) == rank]
+    os.kill(victim, signal.SIGKILL)
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_data_parallel_processes_compute_the_one_process_epoch(small, tmp_path):
+    want = one_process(small, tmp_path / "one", 1)
+    job = start(small, tmp_path, "--nproc", "2", "--epochs", "1", "--out", str(tmp_path / "two"))
+    status, out, err = finish(job)
+    assert status == 0, err
+    assert_rows_close(rows(tmp_path / "two"), want)  # train loss and sharded evaluation
+    assert_weights_close(tmp_path / "two" / "last.pt", tmp_path / "one" / "last.pt")
+    # one process logged and wrote: one row, one line per epoch, a plain state_dict
+    assert out.count("epoch 1/1 ") == 1 and "in 2 data-parallel processes" in out
+    spec = load_spec(TINY, [NO_DROPOUT])
+    compile(spec).load_state_dict(load_checkpoint(tmp_path / "two" / "last.pt")["model"])
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_same_command(small, tmp_path):
+    want = one_process(small, tmp_path / "one", 1)
+    launcher = ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command = ["netspec", "train", str(TINY), "--data", str(small), "--set", NO_DROPOUT]
+    job = python_m(
+        tmp_path, *launcher, "-m", *command, "--epochs", "1", "--out", str(tmp_path / "two")
+    )
+    status, _, err = finish(job)
+    assert status == 0, err
+    assert_rows_close(rows(tmp_path / "two"), want)
+    assert_weights_close(tmp_path / "two" / "last.pt", tmp_path / "one" / "last.pt")
+
+
+@pytest.mark.slow
+def test_nproc_1_is_the_one_process_run(small, tmp_path):
+    want = one_process(small, tmp_path / "one", 1)
+    status, out, err = finish(
+        start(small, tmp_path, "--nproc", "1", "--epochs", "1", "--out", str(tmp_path / "cli"))
+    )
+    assert status == 0, err
+    assert rows(tmp_path / "cli") == want  # exactly: the same path, no process group
+    a = load_checkpoint(tmp_path / "cli" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "data-parallel" not in out
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_job_and_the_run_resumes_in_one(larger, tmp_path):
+    run = tmp_path / "run"
+    job = start(
+        larger, tmp_path, "--nproc", "2", "--epochs", "20", "--workers", "0", "--out", str(run)
+    )
+    wait_for(run / "last.pt", job)
+    killed_at = time.time()
+    kill_worker(job, 1)
+    status, _, err = finish(job, timeout=60)
+    assert time.time() - killed_at < 60
+    assert status != 0
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"netspec train: process 1 of 2 was killed by SIGKILL; {run / 'last.pt'} holds the "
+            f"last finished epoch: continue with --resume {run}"
+        )
+    )
+    done = load_checkpoint(run / "last.pt")["epoch"]  # intact, and part-way
+    assert 1 <= done < 3
+    status, _, err = finish(
+        start(larger, tmp_path, "--resume", str(run), "--epochs", str(done + 1))
+    )
+    assert status == 0, err
+    assert_rows_close(rows(run), one_process(larger, tmp_path / "one", done + 1))
+
+
+@pytest.mark.slow
+def test_max_restarts_restart_the_processes_which_resume_by_themselves(larger, tmp_path):
+    run = tmp_path / "run"
+    args = ["--nproc", "2", "--max-restarts", "1", "--epochs", "3", "--workers", "0"]
+    job = start(larger, tmp_path, *args, "--out", str(run))
+    wait_for(run / "last.pt", job)
+    kill_worker(job, 1)
+    status, out, err = finish(job)
+    assert status == 0, err
+    assert "resuming" in out
+    assert [out.count(f"epoch {e}/3 ") for e in (1, 2, 3)] == [1, 1, 1]  # each logged once
+    assert_rows_close(rows(run), one_process(larger, tmp_path / "one", 3))
+
+
+# --- mistakes -------------------------------------------------------------------------------
+
+
+def train_error(capsys, small, *args: str) -> str:
+    assert main(["train", str(TINY), "--data", str(small), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    return lines[0]
+
+
+NO_GROUPS = ["--set", "device_groups=null", "--set", "layers.conv2.connect=all"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--nproc", "2", "--batch-size", "15"],
+            "train.batch_size is the global batch, and 15 does not split evenly over 2 "
+            "data-parallel processes: use a multiple of 2, e.g. --batch-size 14",
+        ),
+        (
+            ["--parallel", "towers", "--nproc", "2", *NO_GROUPS],
+            f"--parallel towers places device groups on processes, and {TINY} has none: use "
+            "--parallel data, or give the spec two or more device_groups",
+        ),
+        (
+            ["--parallel", "towers", "--nproc", "3"],
+            f"--parallel towers runs one process per device group: {TINY} has 2 groups "
+            "(g0, g1) but --nproc is 3; use --nproc 2",
+        ),
+        (
+            ["--parallel", "towers"],
+            f"--parallel towers runs one process per device group: {TINY} has 2 groups "
+            "(g0, g1) but --nproc is 1; use --nproc 2",
+        ),
+        (
+            ["--parallel", "towers,data", "--nproc", "5"],
+            "--parallel towers,data runs 2 device groups × replicas: --nproc 5 is not a "
+            "multiple of 2; use --nproc 4 or 6",
+        ),
+        (
+            ["--parallel", "tower", "--nproc", "2"],
+            "--parallel tower: unknown mode; choose one of data, towers, towers,data",
+        ),
+        (["--nproc", "0"], "--nproc 0: give 1 or more processes"),
+        (["--nproc", "2", "--max-restarts", "-1"], "--max-restarts -1: give 0 or more restarts"),
+    ],
+)
+def test_bad_combinations_are_one_line(capsys, small, tmp_path, args, message):
+    assert train_error(capsys, small, "--out", str(tmp_path / "run"), *args) == (
+        f"netspec train: {message}"
+    )
+    assert not (tmp_path / "run").exists()

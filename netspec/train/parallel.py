@@ -186,8 +186,8 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "data": Mode(("data",), _data_shape, "netspec.train.parallel:DataParallel"),
-    "towers": Mode(("towers",), _towers_shape, None),
-    "towers,data": Mode(("towers", "data"), _towers_data_shape, None),
+    "towers": Mode(("towers",), _towers_shape, "netspec.train.towers:Towers"),
+    "towers,data": Mode(("towers", "data"), _towers_data_shape, "netspec.train.towers:TowersData"),
 }
 
 

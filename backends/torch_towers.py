@@ -17,8 +17,8 @@ summing would count it G times). Both forms compute the same function with the s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -65,6 +65,7 @@ TOWER_BUILDERS: LayerTable[Builder] = LayerTable("tower builder")  # where a par
 
 @TOWER_BUILDERS.register(L.Dropout)
 def _dropout(node: Node, rank: int, size: int) -> nn.Module:
+    assert isinstance(node.layer, L.Dropout)
     return TowerDropout(node.layer.p, rank, size)
 
 
@@ -200,7 +201,7 @@ class TowerNetwork(nn.Module):
                 f"use --nproc {len(groups)}"
             )
         self.rank, self.size, self.group = rank, size, group
-        self._plan: list[tuple[str, list[tuple[str, bool]]]] = []
+        self._plan: list[tuple[str, list[tuple[str, str]]]] = []
         for node in graph.layers():
             sources = graph.inputs_of(node.name)
             in_shape = _input_shape(graph, sources[0], node.name, size)

@@ -72,9 +72,7 @@ def gather_state(
     return out if own else None
 
 
-def optimizer_param_names(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> list[str]:
+def optimizer_param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
     """The names of an optimiser's parameters in its own order, which is how its state_dict
     numbers them; the same in both forms, since the layers and their order are the same."""
     by_id = {id(p): n for n, p in model.named_parameters()}

@@ -65,6 +65,4 @@ def run_ranks(fn: Worker, size: int, folder: Path, *args: Any, timeout: float = 
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
-    return [
-        torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(size)
-    ]
+    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(size)]

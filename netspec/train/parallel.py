@@ -108,7 +108,7 @@ class DataParallel(OneProcess):
     mean over its slice, and DDP averages the gradients, which makes them the gradients of
     the global batch's mean loss."""
 
-    dims = ("data",)
+    dims: tuple[str, ...] = ("data",)
 
     def describe(self) -> str:
         return f" in {self.replicas} data-parallel processes"

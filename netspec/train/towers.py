@@ -15,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.nn.parallel import DistributedDataParallel
+
 from netspec.backends.torch_towers import TowerNetwork
 from netspec.backends.tower_state import (
     gather_optimizer,
@@ -23,10 +27,6 @@ from netspec.backends.tower_state import (
     slice_optimizer,
     slice_state,
 )
-from torch import nn
-from torch.distributed.device_mesh import DeviceMesh
-from torch.nn.parallel import DistributedDataParallel
-
 from netspec.ir.graph import build_graph
 from netspec.spec.model import Spec
 from netspec.train.parallel import DataParallel

@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-
-from netspec import build_graph, compile, load_spec
 from netspec.backends.torch_towers import TowerDropout, TowerNetwork
 from netspec.backends.tower_state import (
     gather_optimizer,
@@ -24,6 +21,9 @@ from netspec.backends.tower_state import (
     slice_optimizer,
     slice_state,
 )
+from torch import nn
+
+from netspec import build_graph, compile, load_spec
 from netspec.errors import UsageError
 from netspec.train.optim import make_optimizer
 from tests.conftest import ROOT

@@ -13,18 +13,20 @@ from netspec import compile, load_spec
 from netspec.cli import main
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.loop import train
+from tests.train import test_distributed as dp
 from tests.train.test_distributed import (
     NO_DROPOUT,
     TINY,
-    _cache,  # noqa: F401  (fixture: each test's own statistics cache)
     assert_rows_close,
     assert_weights_close,
     finish,
     python_m,
     quiet,
     rows,
-    small,  # noqa: F401  (fixture: 60 training and 30 validation images)
 )
+
+small = dp.small  # fixture: 60 training and 30 validation images
+_cache = dp._cache  # fixture, automatic: each test's own statistics cache
 
 
 def one_process(data: Path, out: Path, epochs: int, *overrides: str) -> list[dict]:
@@ -55,7 +57,9 @@ def test_a_tower_epoch_is_the_grouped_epoch_dropout_included(small, tmp_path, ca
     momentum = load_checkpoint(tmp_path / "one" / "last.pt")["optimizer"]["state"]
     assert state["optimizer"]["state"].keys() == momentum.keys()
     capsys.readouterr()
-    assert main(["eval", str(TINY), "--checkpoint", str(run / "last.pt"), "--data", str(small)]) == 0
+    assert (
+        main(["eval", str(TINY), "--checkpoint", str(run / "last.pt"), "--data", str(small)]) == 0
+    )
     scores = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert scores == pytest.approx({k: want[0][k] for k in scores}, rel=1e-5)
 

@@ -3,8 +3,8 @@
 Rank g of a process group of G ranks (G = the number of device groups) holds group g's part of
 every layer and nothing else: the g-th G-th of a split layer's filters or units (a
 `connect: group` layer over its own group's channels, a `connect: all` one over every group's),
-so its optimiser state and activations are its own too. Layers built from the same graph and
-the same builders as the grouped module (`netspec.backends.torch_module`), at the tower's size.
+so its optimiser state and activations are its own too. Its layers come from the grouped
+module's builders (`netspec.backends.torch_module`), given the tower's sizes.
 
 Activations cross between processes only on the graph's cross edges, where a layer reads every
 tower's channels: an all-gather whose backward sums each tower's gradient back to its owner.
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from netspec.backends.torch_module import BUILDERS, Builder
+from netspec.backends.torch_module import BUILDERS
 from torch import nn
 
 from netspec.errors import UsageError
@@ -60,7 +60,10 @@ class TowerDropout(nn.Module):
         return x * mask.narrow(1, self.rank * width, width)
 
 
-TOWER_BUILDERS: LayerTable[Builder] = LayerTable("tower builder")  # where a part differs
+PartBuilder = Callable[[Node, int, int], nn.Module]  # (node, rank, size) -> the tower's part
+# the layer types whose part of a split layer is not the grouped builder's layer at the
+# tower's size
+TOWER_BUILDERS: LayerTable[PartBuilder] = LayerTable("tower builder")
 
 
 @TOWER_BUILDERS.register(L.Dropout)

@@ -97,7 +97,8 @@ def main() -> None:
     print(f"{spec.name}, batch {args.batch}, {args.steps} training steps, {where}\n")
     print("| form | images/s | ratio |\n|---|---|---|")
     print(f"| grouped module, one process (reference) | {grouped * args.batch:.1f} | 1.00 |")
-    print(f"| {towers} towers, one process each | {tower * args.batch:.1f} | {tower / grouped:.2f} |")
+    ratio = tower / grouped
+    print(f"| {towers} towers, one process each | {tower * args.batch:.1f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ in a collective), then either gives up or, with restarts left, starts them all a
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -81,6 +82,8 @@ def join(world: World, device: torch.device) -> torch.device:
     """Join the process group (nccl with one GPU per local rank, gloo on the CPU) and return
     this process's device."""
     check_devices(device, world.local_size)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a line reaches the log before a kill can
+        sys.stdout.reconfigure(line_buffering=True)
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
@@ -153,6 +156,10 @@ def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
         rdzv_endpoint="127.0.0.1:0",  # port 0: the rendezvous store takes a free port
         max_restarts=max_restarts,
     )
+    # Restarted workers must not share the agent's store with the ones they replace: torch
+    # keeps it across attempts, and a new worker can read a dead one's address from it and
+    # fail to connect. Without sharing, each attempt's rank 0 hosts a fresh store.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     try:
         elastic_launch(config, sys.executable)("-m", "netspec", *argv)
     except SignalException as exc:  # the agent has stopped the workers

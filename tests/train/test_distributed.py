@@ -235,7 +235,9 @@ def test_max_restarts_restart_the_processes_which_resume_by_themselves(larger, t
     status, out, err = finish(job)
     assert status == 0, err
     assert "resuming" in out
-    assert [out.count(f"epoch {e}/3 ") for e in (1, 2, 3)] == [1, 1, 1]  # each logged once
+    # each epoch logged once at most: the kill may fall between a checkpoint and its line
+    counts = [out.count(f"epoch {e}/3 ") for e in (1, 2, 3)]
+    assert max(counts) == 1 and counts[-1] == 1
     assert_rows_close(rows(run), one_process(larger, tmp_path / "one", 3))
 
 

@@ -89,11 +89,6 @@ class OneProcess:
         may take all of them."""
         return self.module(model).state_dict()
 
-    def model_state_alone(self, model: nn.Module) -> dict[str, Any] | None:
-        """The one-process `state_dict` as this process can make it without the others
-        (after an interrupt, when they may be gone); None where it cannot."""
-        return self.model_state(model)
-
     def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
         self.module(model).load_state_dict(state)
 

@@ -69,10 +69,6 @@ class Towers(DataParallel):
         """The grouped state_dict on each replica's first tower; {} on the other towers."""
         return gather_state(self.graph, self.module(model).state_dict(), self.towers) or {}
 
-    def model_state_alone(self, model: nn.Module) -> dict[str, Any] | None:
-        """None: the towers' parts cannot be gathered once the others may have stopped."""
-        return None
-
     def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
         part = slice_state(self.graph, state, self.tower, self.size)
         self.module(model).load_state_dict(part)

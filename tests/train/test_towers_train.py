@@ -5,6 +5,7 @@ spec's dropout on (the data-parallel tests must turn it off: replicas draw other
 """
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,20 @@ def test_towers_times_replicas_is_the_one_process_epoch(small, tmp_path):
     assert "as 2 towers (one process per device group) × 2 data-parallel replicas" in out
     assert_rows_close(rows(run), want)
     assert_weights_close(run / "last.pt", tmp_path / "one" / "last.pt")
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_towers_with_last_checkpoint_intact(small, tmp_path):
+    run = tmp_path / "run"
+    job = python_m(
+        tmp_path, "netspec", "train", str(TINY), "--data", str(small), "--nproc", "2",
+        "--parallel", "towers", "--epochs", "200", "--workers", "0", "--out", str(run),
+    )  # fmt: skip
+    dp.wait_for(run / "last.pt", job)
+    job.send_signal(signal.SIGINT)  # the launcher stops the towers
+    status, _, err = finish(job, timeout=60)
+    assert status == 130
+    assert "Traceback" not in err and f"--resume {run}" in err
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] >= 1
+    compile(load_spec(TINY)).load_state_dict(state["model"])  # whole: the grouped state

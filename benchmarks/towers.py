@@ -5,14 +5,17 @@ module in one process, measured in the same run on the same machine.
     python benchmarks/towers.py --spec specs/alexnet-mini.yaml --batch 64
 
 The one-process reference gets as many threads as the towers together (one each on the CPU),
-so the table compares the same cores used two ways. On a GPU machine pass `--device cuda`:
-each tower takes its own GPU (nccl) and the reference one GPU.
+so the table compares the same cores used two ways. The two forms are timed in turn,
+`--repeat` times, and the table gives the medians, so that a machine whose load changes
+affects both alike. On a GPU machine pass `--device cuda`: each tower takes its own GPU
+(nccl), the reference one GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -83,22 +86,36 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     spec = load_spec(args.spec)
     towers = len(spec.groups)
     device = torch.device(args.device)
-    torch.set_num_threads(towers)
     torch.manual_seed(0)
-    grouped = steps_per_s(compile(spec).to(device), spec, args.batch, args.steps, device)
-    with tempfile.TemporaryDirectory() as folder:
-        mp.spawn(tower_rank, (towers, args, folder), nprocs=towers)
-        tower = float(Path(folder, "rate").read_text())
-    where = f"{towers} CPU threads" if device.type == "cpu" else f"{args.device}"
-    print(f"{spec.name}, batch {args.batch}, {args.steps} training steps, {where}\n")
+    model = compile(spec).to(device)
+    rates: dict[str, list[float]] = {}
+    for _ in range(args.repeat):
+        for threads in (towers, 1) if device.type == "cpu" else (0,):
+            if threads:
+                torch.set_num_threads(threads)
+            name = f"grouped module, one process, {threads} thread{'s' * (threads > 1)}"
+            rate = steps_per_s(model, spec, args.batch, args.steps, device)
+            rates.setdefault(name if threads else "grouped module, one process", []).append(rate)
+        with tempfile.TemporaryDirectory() as folder:
+            mp.spawn(tower_rank, (towers, args, folder), nprocs=towers)
+            rate = float(Path(folder, "rate").read_text())
+            rates.setdefault(f"{towers} towers, one process each", []).append(rate)
+    where = f"{towers} CPU cores" if device.type == "cpu" else f"{args.device}"
+    print(
+        f"{spec.name}, batch {args.batch}, {args.steps} training steps, {where}, "
+        f"median of {args.repeat}\n"
+    )
     print("| form | images/s | ratio |\n|---|---|---|")
-    print(f"| grouped module, one process (reference) | {grouped * args.batch:.1f} | 1.00 |")
-    ratio = tower / grouped
-    print(f"| {towers} towers, one process each | {tower * args.batch:.1f} | {ratio:.2f} |")
+    reference = statistics.median(next(iter(rates.values())))
+    for k, (name, values) in enumerate(rates.items()):
+        rate = statistics.median(values)
+        label = f"{name} (reference)" if k == 0 else name
+        print(f"| {label} | {rate * args.batch:.1f} | {rate / reference:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `netspec` command: build · draw · train · eval · schema.
+"""The `netspec` command: build · draw · train · eval · export · schema.
 
 A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
 status 2; `--debug` shows the traceback instead.
@@ -107,6 +107,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         help="with --nproc: restart the processes up to K times after a failure; they resume "
         "from last.pt",
     )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars into the run folder's tb/ (train.tensorboard)",
+    )
 
 
 @command("eval", "evaluate a checkpoint on the validation split", "netspec.train.commands:run_eval")
@@ -117,6 +122,25 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+
+
+@command(
+    "export", "write a spec and its weights as ONNX or PyTorch source", "netspec.export:run_export"
+)
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    _spec_arguments(p)
+    p.add_argument(
+        "--checkpoint",
+        help="a run's last.pt or best.pt, or a state_dict file; default: the spec's own "
+        "initialisation (train.seed)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file to write; the format comes from the extension: .onnx (ONNX), "
+        ".py (PyTorch source, with its weights beside it as .pt)",
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The paper's numbers (shared/PAPER.md) and torchvision's AlexNet, reproduced from specs."""
+"""The paper's numbers (docs/paper.md) and torchvision's AlexNet, reproduced from specs."""
 
 import pytest
 import torch

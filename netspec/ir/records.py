@@ -8,6 +8,7 @@ and `graph.net`, so that back ends read typed fields a type checker can follow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import networkx as nx
 
@@ -94,3 +95,12 @@ class NetGraph(nx.DiGraph):
     def layers(self) -> list[Node]:
         """Every layer (not the input) in the order they run."""
         return [self.node(n) for n in self.order() if n != INPUT]
+
+
+LayerT = TypeVar("LayerT", bound=Layer)
+
+
+def layer_as(node: Node, model: type[LayerT]) -> LayerT:
+    """The node's layer spec, typed as the model a back end's registry filed it under."""
+    assert isinstance(node.layer, model), f"{node.name} is a {node.type}, not a {model.__name__}"
+    return node.layer

@@ -66,6 +66,14 @@ class TrainConfig(Strict):
     seed: int = 0
     amp: bool = Field(False, description="mixed precision (CUDA only)")
     channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
+    tensorboard: bool = Field(
+        False,
+        description="also write metrics.jsonl's values as TensorBoard scalars in the run "
+        "folder's tb/ (needs the tensorboard extra)",
+    )
+    tensorboard_every: Annotated[int, Field(ge=1)] = Field(
+        20, description="TensorBoard: the mean training loss every this many steps"
+    )
 
 
 class DataConfig(Strict):

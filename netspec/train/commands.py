@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from netspec import compile, load_spec
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
@@ -34,11 +36,12 @@ from netspec.train.parallel import plan, strategy
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     flags = {"epochs": "train.epochs", "batch_size": "train.batch_size", "workers": "data.workers"}
-    return [
+    overrides = [
         f"{key}={getattr(args, name)}"
         for name, key in flags.items()
         if getattr(args, name, None) is not None
     ]
+    return overrides + (["train.tensorboard=true"] if getattr(args, "tensorboard", False) else [])
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,6 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _train_here(args: argparse.Namespace, world: World | None) -> int:
     """Train in this process: alone, or as one worker of several that a launcher started."""
-    processes = world.size if world else 1
     if world and args.nproc not in (1, world.size):
         raise UsageError(
             f"--nproc {args.nproc}, but the launcher started {world.size} processes: "
@@ -125,30 +127,35 @@ def _train_here(args: argparse.Namespace, world: World | None) -> int:
             "(a launcher with restarts needs a fixed run folder)"
         )
     device = pick_device(args.device)
-    if processes > 1:
-        assert world is not None
-        device = join(world, device)
-    main = world is None or world.rank == 0
+    if world is None or world.size == 1:
+        return _train(args, world, device)
     try:
-        target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))
-        out = agree(target.out)  # the run folder rank 0 named, for a default --out
-        parallel = None
-        if processes > 1 or args.parallel:
-            layout = plan(args.parallel or "data", target.spec, processes, target.source)
-            if processes > 1:
-                parallel = strategy(layout, target.spec, device)
-        with rank_zero_first():  # the built-in set is generated once
-            root = resolve_data_dir(args.data)
+        return _train(args, world, join(world, device))
+    finally:
+        leave()
+
+
+def _train(args: argparse.Namespace, world: World | None, device: torch.device) -> int:
+    processes = world.size if world else 1
+    main = world is None or world.rank == 0
+    target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))
+    out = agree(target.out)  # the run folder rank 0 named, for a default --out
+    parallel = None
+    if processes > 1 or args.parallel:
+        layout = plan(args.parallel or "data", target.spec, processes, target.source)
+        if processes > 1:
+            parallel = strategy(layout, target.spec, device)
+    with rank_zero_first():  # the built-in set is generated once
+        root = resolve_data_dir(args.data)
+    try:
         train(target.spec, root, out, device, resume=target.resume, parallel=parallel)
     except Diverged as exc:
         print(f"netspec train: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if main:
+        if main and not (world and world.own_launcher):  # netspec's launcher says it itself
             print(f"\nnetspec train: interrupted; {_resume_hint(out)}", file=sys.stderr)
         return 130
-    finally:
-        leave()
     return 0
 
 

@@ -33,6 +33,8 @@ from netspec.errors import UsageError
 # rank 0 alone fits the data statistics and writes checkpoints while the others wait; a
 # dead process is noticed sooner, by the agent, which ends the job.
 COLLECTIVE_TIMEOUT = timedelta(minutes=15)
+# Set in the workers `launch` starts: their launcher reports how the job ended, they need not.
+OWN_LAUNCHER = "NETSPEC_LAUNCHED"
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
 
 T = TypeVar("T")
@@ -48,6 +50,7 @@ class World:
     local_size: int
     restarts: int  # how often the launcher has restarted the workers so far
     max_restarts: int
+    own_launcher: bool  # started by `netspec train --nproc`, which reports the outcome
 
     @classmethod
     def from_env(cls) -> World | None:
@@ -62,6 +65,7 @@ class World:
             local_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
             restarts=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)),
             max_restarts=int(env.get("TORCHELASTIC_MAX_RESTARTS", 0)),
+            own_launcher=env.get(OWN_LAUNCHER) == "1",
         )
 
 
@@ -160,6 +164,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
     # keeps it across attempts, and a new worker can read a dead one's address from it and
     # fail to connect. Without sharing, each attempt's rank 0 hosts a fresh store.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    os.environ[OWN_LAUNCHER] = "1"
     try:
         elastic_launch(config, sys.executable)("-m", "netspec", *argv)
     except SignalException as exc:  # the agent has stopped the workers

@@ -34,6 +34,7 @@ from netspec.train.parallel import OneProcess
 from netspec.train.progress import Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
+from netspec.train.tensorboard import Board
 
 Log = Callable[[str], None]
 
@@ -66,6 +67,7 @@ def train_epoch(
     scaler: torch.amp.GradScaler,
     opts: Options,
     label: str,
+    on_step: Callable[[int, float], None] | None = None,
     show_progress: bool = True,
 ) -> dict[str, float]:
     """One pass over the training batches; the mean loss, the speed and the time spent waiting."""
@@ -91,6 +93,8 @@ def train_epoch(
         total_loss += value * len(y)
         images += len(y)
         progress.update(int(images), value)
+        if on_step:
+            on_step(step, value)
         tick = time.perf_counter()
     progress.close()
     elapsed = time.perf_counter() - start
@@ -115,6 +119,9 @@ class Run:
     ):
         self.parallel = parallel or OneProcess(spec, device)
         self.main = self.parallel.is_main
+        tb = spec.train  # first: a missing tensorboard package is found before any work
+        board = tb.tensorboard and self.main
+        self.board = Board(Path(out) / "tb", tb.tensorboard_every) if board else None
         with self.parallel.main_first():  # the main process fits (and caches) the statistics
             self.data = open_training_data(spec, data_root)
         self.spec, self.cfg = spec, spec.train
@@ -205,6 +212,7 @@ class Run:
         torch.manual_seed(epoch_seed(cfg.seed, epoch, p.dropout_stream))
         loader = self.data.train_loader(cfg.batch_size, cfg.seed, epoch, p.replica, p.replicas)
         label = f"epoch {epoch + 1}/{cfg.epochs}"
+        hook = self.board.begin_epoch(epoch, len(loader), self.schedule.lr) if self.board else None
         try:
             stats = train_epoch(
                 self.model,
@@ -214,6 +222,7 @@ class Run:
                 self.scaler,
                 self.opts,
                 label,
+                hook,
                 show_progress=self.main,
             )
         except Diverged as exc:
@@ -238,6 +247,8 @@ class Run:
         self.rows.append(row)
         if self.main:
             self.folder.append_row(row)
+        if self.board:
+            self.board.end_epoch(row)
         self.epoch += 1
         self.save(row)
         if self.main:

@@ -6,6 +6,7 @@ last.pt         the resume point, written atomically after every epoch
 best.pt         the epoch with the best validation top-1
 interrupted.pt  the weights of an epoch cut short by Ctrl-C
 curves.png      loss and accuracy against epoch
+tb/             TensorBoard event files, with train.tensorboard (a view of metrics.jsonl)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
 
-RESUME_MAY_CHANGE = {"train.epochs", "data.workers"}
+RESUME_MAY_CHANGE = {"train.epochs", "data.workers", "train.tensorboard", "train.tensorboard_every"}
 
 
 def spec_yaml(spec: Spec) -> str:
@@ -66,7 +67,7 @@ class RunFolder:
         if set(changed) - RESUME_MAY_CHANGE:
             raise UsageError(
                 f"--resume {self.path}: {', '.join(changed)} changed since the run started; "
-                f"a resumed run may change only {' and '.join(sorted(RESUME_MAY_CHANGE))}: "
+                f"a resumed run may change only {', '.join(sorted(RESUME_MAY_CHANGE))}: "
                 "start a new run (--out) for other settings"
             )
 

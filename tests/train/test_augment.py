@@ -88,7 +88,7 @@ def test_fit_stats_mean_image_and_pca_match_numpy():
 def test_imagenet_pca_columns_are_the_eigenvectors():
     eigvals, eigvecs = (t.double() for t in IMAGENET_PCA)
     assert eigvals.tolist() == pytest.approx([0.2175, 0.0188, 0.0045])
-    assert eigvecs[0].tolist() == pytest.approx([-0.5675, 0.7192, 0.4009])  # PAPER.md's row 1
+    assert eigvecs[0].tolist() == pytest.approx([-0.5675, 0.7192, 0.4009])  # docs/paper.md's row 1
     torch.testing.assert_close(
         eigvecs.T @ eigvecs, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-4
     )

@@ -137,8 +137,8 @@ def test_resume_refuses_changed_settings_and_keeps_new_epochs(data, tmp_path):
     assert p.wait(timeout=120) == 2
     assert p.stderr.read().strip().splitlines()[-1] == (
         f"netspec train: --resume {run}: train.momentum changed since the run started; a "
-        "resumed run may change only data.workers and train.epochs: start a new run (--out) "
-        "for other settings"
+        "resumed run may change only data.workers, train.epochs, train.tensorboard, "
+        "train.tensorboard_every: start a new run (--out) for other settings"
     )
     p = train_tiny(data, tmp_path, "--resume", str(run), "--epochs", "2")
     assert p.wait(timeout=120) == 0, p.stderr.read()

@@ -1,0 +1,179 @@
+"""`netspec export`: a spec and its weights as an ONNX model or a standalone PyTorch file.
+
+The weights are a checkpoint's (a run's `last.pt`/`best.pt`, or a plain `state_dict` file),
+checked layer by layer against the spec, or else the spec's own initialisation drawn with
+`train.seed`, as a training run starts. The format follows the output file's extension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+import torch
+
+from netspec import build_graph, compile, load_spec
+from netspec.atomic import atomic_write
+from netspec.errors import UsageError
+from netspec.ir.records import NetGraph
+from netspec.ir.shapes import fmt
+from netspec.spec.model import Spec
+from netspec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+StateDict = dict[str, torch.Tensor]
+Writer = Callable[[NetGraph, StateDict, Path, str], list[Path]]
+
+
+def _write_onnx(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
+    from netspec.backends import onnx_export
+
+    weights = {key: value.detach().cpu().numpy() for key, value in state.items()}
+    model = onnx_export.to_onnx(graph, weights, origin)
+    for note in onnx_export.notes(model):
+        print(f"note: {note}", file=sys.stderr)
+    with atomic_write(out, "wb") as f:
+        f.write(model.SerializeToString())
+    return [out]
+
+
+def _write_source(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
+    """The file, and the weights beside it as a plain state_dict it loads."""
+    from netspec.backends.torch_source import to_source
+
+    weights = out.with_suffix(".pt")
+    text = to_source(graph, origin, weights.name)
+    save_checkpoint(weights, state)
+    with atomic_write(out) as f:
+        f.write(text)
+    return [out, weights]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    write: Writer
+    weights_beside: bool = False  # also writes OUT.pt
+    needs: str = ""  # a package outside netspec's own dependencies, and its extra
+
+
+FORMATS: dict[str, Format] = {
+    ".onnx": Format("ONNX", _write_onnx, needs="onnx"),
+    ".py": Format("PyTorch source", _write_source, weights_beside=True),
+}
+
+
+def format_for(out: Path) -> Format:
+    """The format of `out`'s extension; anything else is the user's mistake."""
+    if out.suffix not in FORMATS:
+        known = ", ".join(f"{ext} ({f.name})" for ext, f in FORMATS.items())
+        raise UsageError(f"-o {out}: cannot tell the format from '{out.suffix}'; use {known}")
+    return FORMATS[out.suffix]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    form = format_for(out)  # before reading anything: a wrong extension is found at once
+    if form.needs:
+        try:
+            import_module(form.needs)
+        except ImportError:
+            raise UsageError(
+                f"-o {out}: writing {form.name} needs the {form.needs} package: "
+                f"pip install 'netspec[{form.needs}]'"
+            ) from None
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: no folder {out.parent}; create it first")
+    beside = out.with_suffix(".pt")
+    if (
+        form.weights_beside
+        and args.checkpoint
+        and beside.resolve() == Path(args.checkpoint).resolve()
+    ):
+        raise UsageError(
+            f"-o {out} writes its weights to {beside}, the checkpoint it reads; choose another name"
+        )
+    spec = load_spec(args.spec, args.overrides)
+    graph = build_graph(spec)
+    state = weights_for(spec, graph, args.spec, args.checkpoint)
+    written = form.write(graph, state, out, args.spec)
+    origin = (
+        f"{args.checkpoint}" if args.checkpoint else f"its initialisation (seed {spec.train.seed})"
+    )
+    print(f"wrote {' and '.join(map(str, written))}: {spec.name} with the weights of {origin}")
+    return 0
+
+
+def weights_for(spec: Spec, graph: NetGraph, spec_path: str, checkpoint: str | None) -> StateDict:
+    """The compiled module's state_dict: the checkpoint's, or the spec's initialisation."""
+    if checkpoint is None:
+        torch.manual_seed(spec.train.seed)  # the same draw as a training run's first weights
+        return dict(compile(spec).state_dict())
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(
+            f"--checkpoint {path}: no such file; point at a run's last.pt or best.pt"
+        )
+    state = state_dict_in(path)
+    expected = compile(spec, device="meta").state_dict()
+    mismatch = first_mismatch(graph, expected, state)
+    if mismatch:
+        raise CheckpointError(
+            f"{checkpoint} does not fit {spec_path}: {mismatch}; "
+            "export with the spec it was trained with (its run folder's spec.yaml)"
+        )
+    return {key: _float32(state[key].detach()) for key in expected}
+
+
+def state_dict_in(path: Path) -> StateDict:
+    """A run checkpoint's `model`, or the whole file when it is a plain state_dict."""
+    payload = load_checkpoint(path)
+    state = payload.get("model", payload)
+    if not isinstance(state, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise CheckpointError(
+            f"{path}: neither a netspec checkpoint (a dict with 'model') nor a state_dict "
+            "(names to tensors); point at a last.pt or best.pt written by netspec train"
+        )
+    return dict(state)
+
+
+def first_mismatch(
+    graph: NetGraph, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]
+) -> str | None:
+    """The first layer, in spec order, whose weights the checkpoint lacks or shapes otherwise."""
+    layers = sorted(graph.layers(), key=lambda n: n.index)
+    for node in layers:
+        prefix = f"{node.name}."
+        want = {k: v for k, v in expected.items() if k.startswith(prefix)}
+        have = {k: v for k, v in got.items() if k.startswith(prefix)}
+        for key, value in want.items():
+            if key not in have:
+                return f"layer {node.name}: the checkpoint has no {key}"
+            if tuple(have[key].shape) != tuple(value.shape):
+                return (
+                    f"layer {node.name}: {key} is {_shape(have[key])} in the checkpoint, "
+                    f"{_shape(value)} in the spec"
+                )
+        for key in sorted(have.keys() - want.keys()):
+            return (
+                f"layer {node.name}: the checkpoint has {key}, which the spec's {node.type} has not"
+            )
+    names = {node.name for node in layers}
+    for key in got:
+        if key.split(".", 1)[0] not in names:
+            return f"the checkpoint has {key}, but the spec has no layer {key.split('.', 1)[0]}"
+    return None
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Weights as the compiled module holds them; counters (batchnorm's) keep their type."""
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return fmt(tuple(tensor.shape)) if tensor.dim() else "a scalar"

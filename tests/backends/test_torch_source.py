@@ -1,0 +1,234 @@
+"""The exported PyTorch file: ruff-clean, torch alone, and the compiled module's function."""
+
+import ast
+import builtins
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from netspec.backends.torch_source import class_name_for, to_source
+
+from netspec import build_graph, compile, load_spec
+from netspec.cli import main
+from tests.backends.test_lrn import paper_lrn
+from tests.conftest import ROOT
+
+ZOO = ROOT / "tests" / "nets" / "zoo.yaml"
+MINI = ROOT / "specs" / "alexnet-mini.yaml"
+TORCH_SITE = str(Path(torch.__file__).resolve().parent.parent)
+
+# Run in a fresh interpreter with no site-packages (so no editable netspec) and no repo on
+# sys.path: only torch's folder. It refuses to go on if netspec can be imported. Each
+# further argument is a folder holding net.py, net.pt and x.pt; it writes y.pt there.
+RUNNER = textwrap.dedent(
+    """
+    import importlib.util, pathlib, sys
+    sys.path[:0] = [sys.argv[1]]
+    try:
+        import netspec
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"netspec is importable from {netspec.__file__}")
+    import torch
+    for folder in map(pathlib.Path, sys.argv[2:]):
+        spec = importlib.util.spec_from_file_location("exported", folder / "net.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = getattr(module, module.__all__[0])().eval()
+        model.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
+        with torch.no_grad():
+            torch.save(model(torch.load(folder / "x.pt")), folder / "y.pt")
+    """
+)
+
+
+def run_alone(folders: list[Path]) -> list[torch.Tensor]:
+    """Each folder's net.py with its net.pt on its x.pt, in a process without netspec."""
+    cmd = [sys.executable, "-I", "-S", "-c", RUNNER, TORCH_SITE, *map(str, folders)]
+    result = subprocess.run(cmd, cwd=folders[0], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(folder / "y.pt") for folder in folders]
+
+
+def export(spec: Path, out: Path, *extra: str) -> str:
+    assert main(["export", str(spec), "-o", str(out), *extra]) == 0
+    return out.read_text()
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "--isolated"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+SMALL = {"alexnet-mini": MINI, "zoo": ZOO, "tiny": ROOT / "tests/nets/tiny.yaml"}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """Each small spec exported from a checkpoint and run in one process without netspec;
+    its output beside the compiled module's."""
+    folders, wanted = [], []
+    for name, path in SMALL.items():
+        folder = tmp_path_factory.mktemp(name)
+        spec = load_spec(path)
+        module = compile(spec).eval()
+        with torch.no_grad():  # weights unlike the init; batchnorm's statistics not 0 and 1
+            for value in module.state_dict().values():
+                if value.is_floating_point():
+                    value.add_(torch.rand_like(value) * 0.2).abs_()
+        torch.save({"model": module.state_dict(), "epoch": 1}, folder / "best.pt")
+        export(path, folder / "net.py", "--checkpoint", str(folder / "best.pt"))
+        x = torch.randn(3, *spec.input)
+        torch.save(x, folder / "x.pt")
+        with torch.no_grad():
+            wanted.append(module(x))
+        folders.append(folder)
+    return dict(zip(SMALL, zip(run_alone(folders), wanted, strict=True), strict=True))
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_file_with_a_checkpoint_equals_the_compiled_module_without_netspec(small, name):
+    got, want = small[name]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_full_size_specs_with_their_init_equal_the_compiled_modules(tmp_path):
+    folders, wanted = [], []
+    for name in ("alexnet", "torchvision-alexnet"):
+        path, folder = ROOT / "specs" / f"{name}.yaml", tmp_path / name
+        folder.mkdir()
+        spec = load_spec(path)
+        export(path, folder / "net.py")
+        torch.manual_seed(spec.train.seed)  # without --checkpoint: the run's first weights
+        module = compile(spec).eval()
+        x = torch.randn(2, *spec.input) * 60
+        torch.save(x, folder / "x.pt")
+        with torch.no_grad():
+            wanted.append(module(x))
+        folders.append(folder)
+    for got, want in zip(run_alone(folders), wanted, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "path", [*sorted((ROOT / "specs").glob("*.yaml")), ZOO], ids=lambda p: p.stem
+)
+def test_file_is_ruff_clean_and_reads_like_the_spec(path, tmp_path):
+    spec = load_spec(path)
+    graph = build_graph(spec)
+    text = to_source(graph, str(path), "weights.pt")
+    out = tmp_path / "net.py"
+    out.write_text(text)
+    checked = ruff("check", "--select", "E,F,W,I,B,UP,SIM,RUF", str(out))
+    assert checked.returncode == 0, checked.stdout
+    formatted = ruff("format", "--check", "--diff", str(out))
+    assert formatted.returncode == 0, formatted.stdout
+
+    tree = ast.parse(text)
+    imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert {a.name for n in imports if isinstance(n, ast.Import) for a in n.names} == {"torch"}
+    assert {n.module for n in imports if isinstance(n, ast.ImportFrom)} <= {"torch"}
+    name = class_name_for(spec.name)
+    assert f'__all__ = ["{name}"]' in text
+    header = " ".join(line[2:] for line in text.split("\n\n")[0].splitlines())
+    assert header.startswith(f'{name}: the netspec spec "{spec.name}" ({path}) as plain PyTorch')
+    # one attribute per layer, in spec order, and forward calls them in running order
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    init, forward = (n for n in cls.body if isinstance(n, ast.FunctionDef))
+    attrs = [t.attr for s in init.body if isinstance(s, ast.Assign) for t in s.targets]
+    calls = [
+        n.func.attr
+        for n in ast.walk(forward)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        if isinstance(n.func.value, ast.Name) and n.func.value.id == "self"
+    ]
+    assert attrs == [layer.name for layer in spec.layers]
+    assert calls == [node.name for node in graph.layers()]
+
+
+def test_paper_spec_file_has_grouped_convolutions_and_the_lrn_function(tmp_path):
+    text = to_source(build_graph(load_spec(ROOT / "specs" / "alexnet.yaml")), "alexnet.yaml")
+    assert "self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2)" in text
+    assert "self.norm1 = LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=2.0, groups=2)" in text
+    assert "def local_response_norm(" in text
+    assert "x = self.fc6(torch.flatten(x, 1))" in text
+    assert "GroupedLinear" not in text and "Concat" not in text  # only the blocks it needs
+
+
+def test_zoo_file_writes_out_grouped_linear_concat_and_add():
+    text = to_source(build_graph(load_spec(ZOO)))
+    assert "class GroupedLinear(nn.Module):" in text
+    assert "self.fc1 = GroupedLinear(60, 12, groups=2)" in text
+    assert "self.join = Concat(groups=2)" in text
+    # values read twice or later keep their layer's name; `sum` is a builtin, so `sum_`
+    assert "act = self.act(x)" in text and "x = self.sum(norm, x)" in text
+
+
+def exec_file(text: str) -> dict:
+    namespace: dict = {}
+    exec(builtins.compile(text, "<exported>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7])
+def test_emitted_lrn_is_the_papers_formula(size, groups):
+    text = to_source(build_graph(load_spec(ROOT / "specs" / "alexnet.yaml")))
+    lrn = exec_file(text)["local_response_norm"]
+    rng = np.random.default_rng(size)
+    a = rng.normal(0, 3, size=(2, 10, 3, 4))
+    got = lrn(torch.from_numpy(a), size, 0.01, 0.75, 2.0, groups).numpy()
+    per = 10 // groups
+    want = np.concatenate(
+        [paper_lrn(a[:, i : i + per], size, 0.01, 0.75, 2.0) for i in range(0, 10, per)], 1
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_python_keyword_as_a_layer_name_is_one_line(tmp_path, capsys):
+    spec = tmp_path / "kw.yaml"
+    spec.write_text(
+        "name: kw\ninput: [1, 4, 4]\nlayers:\n"
+        "  - {name: conv, type: conv, filters: 2, kernel: 1}\n"
+        "  - {name: lambda, type: relu}\n"
+    )
+    assert main(["export", str(spec), "-o", str(tmp_path / "kw.py")]) == 2
+    assert capsys.readouterr().err == (
+        "netspec export: layer 'lambda' is a Python keyword, which cannot name an attribute "
+        "in the exported file; rename the layer\n"
+    )
+
+
+def test_weights_file_must_not_overwrite_the_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "best.pt"
+    torch.save(compile(load_spec(MINI)).state_dict(), ckpt)
+    before = ckpt.read_bytes()
+    assert (
+        main(["export", str(MINI), "--checkpoint", str(ckpt), "-o", str(tmp_path / "best.py")]) == 2
+    )
+    assert "writes its weights to" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before and not (tmp_path / "best.py").exists()
+
+
+def test_class_names():
+    assert class_name_for("alexnet-mini") == "AlexnetMini"
+    assert class_name_for("torchvision-alexnet") == "TorchvisionAlexnet"
+    assert class_name_for("2012 net") == "Net2012Net"
+    assert class_name_for("---") == "Network"
+
+
+def test_header_names_a_weights_file_and_says_how_to_load_it(tmp_path):
+    text = export(MINI, tmp_path / "mini_model.py")
+    assert "#     model = AlexnetMini()\n" in text
+    assert '#     model.load_state_dict(torch.load("mini_model.pt", weights_only=True))\n' in text
+    assert (tmp_path / "mini_model.pt").is_file()

@@ -63,7 +63,8 @@ def gather_state(
     out: State = {}
     for key, t in state.items():
         if not is_split(graph, key, t):
-            out[key] = t.detach().cpu().clone()
+            if own:
+                out[key] = t.detach().cpu().clone()
             continue
         parts = [torch.empty_like(t) for _ in range(size)] if own else None
         dist.gather(t.detach().contiguous(), parts, dst=first, group=group)

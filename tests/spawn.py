@@ -7,7 +7,6 @@ and its own result file; a rank that fails or hangs fails the test, never the te
 from __future__ import annotations
 
 import datetime
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -49,7 +48,6 @@ def run_ranks(fn: Worker, size: int, folder: Path, *args: Any, timeout: float = 
     numbers, strings, or lists and dicts of them.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = mp.start_processes(
         _rank_main, (fn, size, str(folder), args), nprocs=size, join=False, start_method="spawn"
     )

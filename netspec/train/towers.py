@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.nn.parallel import DistributedDataParallel
 
 from netspec.backends.torch_towers import TowerNetwork
 from netspec.backends.tower_state import (
@@ -61,9 +60,6 @@ class Towers(DataParallel):
         if self.replicas == 1:
             return tower
         return super().wrap(tower)
-
-    def module(self, model: nn.Module) -> nn.Module:
-        return model.module if isinstance(model, DistributedDataParallel) else model
 
     def model_state(self, model: nn.Module) -> dict[str, Any]:
         """The grouped state_dict on each replica's first tower; {} on the other towers."""

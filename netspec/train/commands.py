@@ -136,6 +136,7 @@ def _train_here(args: argparse.Namespace, world: World | None) -> int:
 
 
 def _train(args: argparse.Namespace, world: World | None, device: torch.device) -> int:
+    """The run itself, once this process has its device (and its process group, if any)."""
     processes = world.size if world else 1
     main = world is None or world.rank == 0
     target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))

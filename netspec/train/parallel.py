@@ -218,16 +218,15 @@ def plan(mode: str, spec: Spec, nproc: int, source: str) -> Layout:
             f"{layout.replicas} data-parallel processes: use a multiple of {layout.replicas}, "
             f"e.g. --batch-size {fits}"
         )
+    if chosen.strategy is None:
+        raise UsageError(f"--parallel {mode} is not available in this build; use --parallel data")
     return layout
 
 
 def strategy(layout: Layout, spec: Spec, device: torch.device) -> OneProcess:
     """The strategy of `layout` on this process's `device`, over a freshly built mesh."""
     target = MODES[layout.mode].strategy
-    if target is None:
-        raise UsageError(
-            f"--parallel {layout.mode} is not available in this build; use --parallel data"
-        )
+    assert target is not None, "plan() lets only available modes through"
     module, _, name = target.partition(":")
     cls: type[OneProcess] = getattr(importlib.import_module(module), name)
     return cls(spec, device, mesh(device, layout.shape, layout.dims))

@@ -181,14 +181,11 @@ class Run:
                 self.run_epoch()
         except KeyboardInterrupt:
             # last.pt stays the resume point; keep the unfinished epoch's weights beside it
-            if self.main:
+            state = self.parallel.model_state_alone(self.model) if self.main else None
+            if state is not None:
                 save_checkpoint(
                     self.folder.interrupted,
-                    {
-                        "model": self.parallel.model_state(self.model),
-                        "epoch": self.epoch,
-                        "spec": spec_yaml(self.spec),
-                    },
+                    {"model": state, "epoch": self.epoch, "spec": spec_yaml(self.spec)},
                 )
             raise
         return self.rows

@@ -89,6 +89,11 @@ class OneProcess:
         may take all of them."""
         return self.module(model).state_dict()
 
+    def model_state_alone(self, model: nn.Module) -> dict[str, Any] | None:
+        """The one-process `state_dict` as the main process can make it by itself, after an
+        interrupt, when the others may be gone; None where it takes them all."""
+        return self.model_state(model)
+
     def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
         self.module(model).load_state_dict(state)
 

@@ -65,6 +65,11 @@ class Towers(DataParallel):
         """The grouped state_dict on each replica's first tower; {} on the other towers."""
         return gather_state(self.graph, self.module(model).state_dict(), self.towers) or {}
 
+    def model_state_alone(self, model: nn.Module) -> dict[str, Any] | None:
+        """None: gathering the towers' parts takes every tower, and after an interrupt the
+        launcher is stopping them."""
+        return None
+
     def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
         part = slice_state(self.graph, state, self.tower, self.size)
         self.module(model).load_state_dict(part)

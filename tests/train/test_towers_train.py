@@ -111,3 +111,4 @@ def test_ctrl_c_ends_the_towers_with_last_checkpoint_intact(small, tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] >= 1
     compile(load_spec(TINY)).load_state_dict(state["model"])  # whole: the grouped state
+    assert not (run / "interrupted.pt").exists()  # gathering it would take the stopped towers

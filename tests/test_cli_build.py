@@ -49,6 +49,7 @@ def test_build_json(capsys):
         "params": 34_944,
         "macs": 105_415_200,
         "connectivity": "all",
+        "cross_bytes": 0,
     }
     assert sum(layer["params"] for layer in info["layers"]) == info["params"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from netspec.ir.costs import cross_bytes, group_costs, total_cross_bytes
 from netspec.ir.records import INPUT, NetGraph
 from netspec.ir.shapes import fmt
 
@@ -33,6 +34,7 @@ def to_json(graph: NetGraph) -> dict[str, Any]:
             "params": n.params,
             "macs": n.macs,
             "connectivity": connectivity(graph, n.name),
+            "cross_bytes": cross_bytes(graph, n.name),
         }
         for n in sorted(graph.layers(), key=lambda n: n.index)  # spec order
     ]
@@ -49,11 +51,20 @@ def to_json(graph: NetGraph) -> dict[str, Any]:
         "activation_bytes": net.activation_bytes,
         "layers": layers,
         "warnings": [{"layer": n, "message": w} for n, w in net.warnings],
+        "groups": {
+            name: {"params": cost.params, "activation_bytes": cost.activation_bytes}
+            for name, cost in group_costs(graph).items()
+        },
+        "cross_bytes": total_cross_bytes(graph),
     }
 
 
 def format_table(graph: NetGraph) -> str:
     info = to_json(graph)
+    return "\n".join([_layer_table(info), *_group_lines(info)])
+
+
+def _layer_table(info: dict[str, Any]) -> str:
     groups = info["device_groups"]
     head = f"{info['name']}: input {fmt(tuple(info['input']))}"
     if groups:
@@ -98,3 +109,32 @@ def binary_size(size: int) -> str:
             break
         value, unit = value / 1024, next_unit
     return f"{value:.1f} {unit}" if unit != "bytes" else f"{size} bytes"
+
+
+def _group_lines(info: dict[str, Any]) -> list[str]:
+    """Below the table, for a net with device groups: what each group holds, what crosses.
+
+    No line starts with a layer's name, so the table's rows stay the only ones that do.
+    """
+    if not info["groups"]:
+        return []
+    lines = ["", "each device group on its own device, per example, fp32:"]
+    for name, cost in info["groups"].items():
+        mib = cost["activation_bytes"] / 2**20
+        lines.append(
+            f"  {name}: {cost['params']:,} params, {cost['activation_bytes']:,} bytes of "
+            f"activations ({mib:.2f} MiB)"
+        )
+    lines.append("bytes crossing between groups, forward (what all groups receive):")
+    crossing = [(f"into {r['name']}:", r["cross_bytes"]) for r in info["layers"]]
+    crossing = [(label, size) for label, size in crossing if size]
+    if not crossing:
+        lines.append("  none: every layer reads its own group's channels or shared ones")
+        return lines
+    width = max(len(label) for label, _ in [*crossing, ("in all:", 0)])
+    digits = len(f"{info['cross_bytes']:,}")
+    towers = len(info["groups"])
+    for label, size in crossing:
+        lines.append(f"  {label:<{width}} {size:>{digits},} ({towers} × {size // towers:,})")
+    lines.append(f"  {'in all:':<{width}} {info['cross_bytes']:>{digits},}")
+    return lines

@@ -182,11 +182,12 @@ class Run:
                 self.run_epoch()
         except KeyboardInterrupt:
             # last.pt stays the resume point; keep the unfinished epoch's weights beside it
-            if self.main:
+            state = self.parallel.model_state_alone(self.model) if self.main else None
+            if state is not None:
                 save_checkpoint(
                     self.folder.interrupted,
                     {
-                        "model": self.parallel.model_state(self.model),
+                        "model": state,
                         "epoch": self.epoch,
                         "spec": spec_yaml(self.spec),
                         "stats": asdict(self.data.stats) if self.data.stats else None,

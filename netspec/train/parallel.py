@@ -89,6 +89,11 @@ class OneProcess:
         may take all of them."""
         return self.module(model).state_dict()
 
+    def model_state_alone(self, model: nn.Module) -> dict[str, Any] | None:
+        """The one-process `state_dict` as the main process can make it by itself, after an
+        interrupt, when the others may be gone; None where it takes them all."""
+        return self.model_state(model)
+
     def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
         self.module(model).load_state_dict(state)
 
@@ -108,7 +113,7 @@ class DataParallel(OneProcess):
     mean over its slice, and DDP averages the gradients, which makes them the gradients of
     the global batch's mean loss."""
 
-    dims = ("data",)
+    dims: tuple[str, ...] = ("data",)
 
     def describe(self) -> str:
         return f" in {self.replicas} data-parallel processes"
@@ -186,8 +191,8 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "data": Mode(("data",), _data_shape, "netspec.train.parallel:DataParallel"),
-    "towers": Mode(("towers",), _towers_shape, None),
-    "towers,data": Mode(("towers", "data"), _towers_data_shape, None),
+    "towers": Mode(("towers",), _towers_shape, "netspec.train.towers:Towers"),
+    "towers,data": Mode(("towers", "data"), _towers_data_shape, "netspec.train.towers:TowersData"),
 }
 
 

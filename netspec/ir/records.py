@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from netspec.spec.layers import Layer
+from netspec.spec.layers import INPUT, Layer
 
-INPUT = "input"  # the node of the spec's input; no layer may take this name
+__all__ = ["INPUT", "Edge", "Net", "NetGraph", "Node"]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.spec.document import Document, Loc, read_yaml
+from netspec.spec.document import Document, Loc, Removal, read_yaml
 from netspec.spec.layers import AnyLayer, Init, Name, PosInt
 from netspec.spec.settings import DataConfig, Strict, TrainConfig
 
@@ -48,6 +48,11 @@ class Spec(Strict):
     def where(self, loc: Loc, key: bool = False) -> str:
         """Where `loc` was written: `FILE:LINE:COL`, `--set K=V`, or the spec's name."""
         return self._doc.where(loc, key) if self._doc else f"<spec {self.name}>"
+
+    @property
+    def removals(self) -> list[Removal]:
+        """The layers `--set layers.NAME=null` took out, in the order they were removed."""
+        return self._doc.removals if self._doc else []
 
     def layer_context(self, index: int) -> str:
         return f"layers[{index}] ({self.layers[index].name})"

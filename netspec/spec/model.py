@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
@@ -85,13 +85,26 @@ def validate(doc: Document) -> Spec:
         )
     if not isinstance(data, dict):
         raise SpecError([Problem(doc.where(()), "a spec is a mapping with name, input, layers")])
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as exc:
-        problems = _join_alternatives(dict.fromkeys(_problem(doc, err) for err in exc.errors()))
-        raise SpecError(sorted(problems, key=lambda p: _order(p.where))) from None
+    spec = validate_as(doc, Spec)
     spec._doc = doc
     return spec
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_as(doc: Document, model: type[M]) -> M:
+    """`doc` as a `model` (a spec, a study): pydantic's complaints become located lines.
+
+    Messages call the whole document by the model's name in lower case ("the spec").
+    """
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = _join_alternatives(
+            dict.fromkeys(_problem(doc, err, model) for err in exc.errors())
+        )
+        raise SpecError(sorted(problems, key=lambda p: _order(p.where))) from None
 
 
 def _order(where: str) -> tuple[int, int, str]:
@@ -132,14 +145,14 @@ def _data_path(data: Any, loc: tuple) -> tuple[Loc, Any]:
     return tuple(path), node
 
 
-def _model_at(data: Any, path: Loc) -> type[BaseModel] | None:
+def _model_at(data: Any, path: Loc, root: type[BaseModel]) -> type[BaseModel] | None:
     """The model whose field `path[-1]` is, found by walking annotations and `type` tags."""
-    return _pick(*_models_for(data, path[:-1]))
+    return _pick(*_models_for(data, path[:-1], root))
 
 
-def _models_for(data: Any, path: Loc) -> tuple[list[type[BaseModel]], Any]:
+def _models_for(data: Any, path: Loc, root: type[BaseModel]) -> tuple[list[type[BaseModel]], Any]:
     """The models the value at `path` may be (a union's members), and the value."""
-    candidates: list[type[BaseModel]] = [Spec]
+    candidates: list[type[BaseModel]] = [root]
     node = data
     for step in path:
         if isinstance(step, int):
@@ -191,12 +204,13 @@ def _dotted(path: Loc) -> str:
     return out
 
 
-def _problem(doc: Document, err: dict) -> Problem:
+def _problem(doc: Document, err: dict, root: type[BaseModel]) -> Problem:
     kind = err["type"]
     path, _ = _data_path(doc.data, err["loc"])
     context, rest = _context(doc.data, path)
     field = _dotted(rest)
-    subject = field or "this layer" if context else field or "the spec"
+    noun = root.__name__.lower()
+    subject = field or "this layer" if context else field or f"the {noun}"
     got = err.get("input")
     ctx = err.get("ctx") or {}
     key = False
@@ -205,16 +219,16 @@ def _problem(doc: Document, err: dict) -> Problem:
         message = f"missing required key '{rest[-1] if rest else path[-1]}'"
     elif kind == "extra_forbidden":
         key, where_loc = True, path
-        model = _model_at(doc.data, path)
+        model = _model_at(doc.data, path, root)
         choices = list(model.model_fields) if model else []
         message = f"unknown key '{path[-1]}'{did_you_mean(path[-1], choices)}"
         if choices:
-            section = path[-2] if len(path) > 1 and isinstance(path[-2], str) else "a spec"
+            section = path[-2] if len(path) > 1 and isinstance(path[-2], str) else f"a {noun}"
             message += f"; {_tag(model) or section} takes: {', '.join(choices)}"
     elif kind == "union_tag_invalid":
         where_loc = (*path, "type")
         tag = ctx.get("tag")
-        tags = _tags_for(doc.data, path)
+        tags = _tags_for(doc.data, path, root)
         message = f"unknown type '{tag}'{did_you_mean(tag, tags)}"
         if tags:
             message += f"; {'layer ' if path[0] == 'layers' else ''}types: {', '.join(tags)}"
@@ -229,8 +243,8 @@ def _problem(doc: Document, err: dict) -> Problem:
     return Problem(doc.where(where_loc, key=key), message, context)
 
 
-def _tags_for(data: Any, path: Loc) -> list[str]:
-    candidates, _ = _models_for(data, path)
+def _tags_for(data: Any, path: Loc, root: type[BaseModel]) -> list[str]:
+    candidates, _ = _models_for(data, path, root)
     return [t for t in map(_tag, candidates) if t]
 
 

@@ -2,8 +2,9 @@
 
 The layout is torchvision's ImageFolder: ROOT/train/<class>/*.png|jpg and ROOT/val/<class>/…
 (extensions in any case, nested folders allowed, dot-files ignored). Each access decodes and
-rescales one image; the training-set statistics (mean image, RGB PCA) are fitted once and
-cached in a file keyed by everything they depend on.
+rescales one image (a split small enough keeps its decoded images in memory after the first
+epoch, in the process that reads them); the training-set statistics (mean image, RGB PCA)
+are fitted once and cached in a file keyed by everything they depend on.
 
 Typical use, one loader per epoch so that epoch k is reproducible from (seed, k) alone:
 
@@ -43,6 +44,7 @@ from netspec.train.augment import (
 from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+CACHE_BYTES = 256 * 2**20  # a split whose decoded images fit in this stays in memory
 STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitted
 UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
@@ -82,13 +84,20 @@ class ImageSplit(Dataset):
     ) -> None:
         self.folder, self.classes, self.samples, self.resize = folder, classes, samples, resize
         self.transform: TrainTransform | EvalTransform | None = None
+        # a small split is decoded once, not every epoch; the pixels are the same either way
+        small = len(samples) * 3 * resize * resize <= CACHE_BYTES
+        self.decoded: dict[int, Tensor] | None = {} if small else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
-        img = load_image(path, self.resize)
+        img = self.decoded.get(index) if self.decoded is not None else None
+        if img is None:
+            img = load_image(path, self.resize)
+            if self.decoded is not None:
+                self.decoded[index] = img
         return (self.transform(img) if self.transform else img), label
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +128,7 @@ class Runner:
         self.lock = threading.Lock()
         self.done = 0
 
-    def run(self, todo: list[tuple[Job, State]]) -> list[Outcome]:
+    def run(self, todo: Sequence[tuple[Job, State]]) -> list[Outcome]:
         self.total = len(todo)
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             futures = [pool.submit(self.one, job, state) for job, state in todo]

@@ -1,4 +1,4 @@
-"""The `netspec` command: build · draw · train · eval · export · schema.
+"""The `netspec` command: build · draw · train · eval · export · ablate · schema.
 
 A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
 status 2; `--debug` shows the traceback instead.
@@ -147,6 +147,35 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
         help="file to write; the format comes from the extension: .onnx (ONNX), "
         ".py (PyTorch source, with its weights beside it as .pt)",
     )
+
+
+def _seeds(text: str) -> int | list[int]:
+    """`--seeds 5` (seeds 0 to 4) or `--seeds 0,1,7`."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or a list like 0,1,7, got {text!r}"
+        ) from None
+    if "," in text:
+        return seeds
+    if seeds[0] < 1:
+        raise argparse.ArgumentTypeError(f"a count of seeds must be ≥ 1, got {text}")
+    return seeds[0]
+
+
+@command(
+    "ablate",
+    "train every variant × seed of a study; write results.csv, summary.md, curves.png",
+    "netspec.ablate.command:run_ablate",
+)
+def _ablate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="the study file, e.g. studies/paper.yaml")
+    p.add_argument("--data", help="override the study's data: 'shapes' or an image folder")
+    p.add_argument("--epochs", type=int, help="override the study's epochs")
+    p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
+    p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, sharing the CPU cores")
 
 
 def run_build(args: argparse.Namespace) -> int:

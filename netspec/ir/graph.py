@@ -228,11 +228,21 @@ def _infer_shapes(spec: Spec, graph: NetGraph, skip: set[str]) -> list[Problem]:
         try:
             result = _infer_one(graph, node, sources, ctx)
         except LayerProblem as exc:
-            failed.add(name)
-            problems.append(_problem(spec, node.index, str(exc)))
+            failed.add(node.name)
+            problems.append(_problem(spec, node.index, str(exc) + _removed(spec, graph, node)))
             continue
         _record(graph, node, sources, result, ctx)
     return problems
+
+
+def _removed(spec: Spec, graph: NetGraph, node: Node) -> str:
+    """Which `--set layers.NAME=null` changed what reaches `node`, when one did."""
+    upstream = nx.ancestors(graph, node.name) | {node.name}
+    causes = [r for r in spec.removals if upstream.intersection(r.readers)]
+    if not causes:
+        return ""
+    shown = " and ".join(f"{r.where} removed '{r.layer}'" for r in causes)
+    return f" (upstream of it, {shown})"
 
 
 def _infer_one(graph: NetGraph, node: Node, sources: list[str], ctx: Context) -> Inferred:

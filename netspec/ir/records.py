@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import networkx as nx
 
-from netspec.spec.layers import Layer
+from netspec.spec.layers import INPUT, Layer
 
-INPUT = "input"  # the node of the spec's input; no layer may take this name
+__all__ = ["INPUT", "Edge", "Net", "NetGraph", "Node"]
 
 
 @dataclass

@@ -114,6 +114,16 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 
 @dataclass
+class Removal:
+    """A layer an override took out (`--set layers.pool2=null`), and the layers that read it
+    and now read its input: a shape that no longer fits downstream of them names the override."""
+
+    layer: str
+    where: str
+    readers: list[str]
+
+
+@dataclass
 class Document:
     """Plain data from a YAML text, with the location of each value and each mapping key."""
 
@@ -121,6 +131,7 @@ class Document:
     source: str
     values: dict[Loc, str] = field(default_factory=dict)
     keys: dict[Loc, str] = field(default_factory=dict)
+    removals: list[Removal] = field(default_factory=list)
 
     def where(self, loc: Loc, key: bool = False) -> str:
         """The location of `loc`, or of its nearest enclosing value that has one."""

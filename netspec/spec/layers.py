@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from netspec.spec.settings import MAX_SIZE, Size, Strict
 
+INPUT = "input"  # the name by which layers read the spec's input; no layer may take it
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 PosInt = Size

@@ -78,7 +78,8 @@ def _unknown_key(err: _Error) -> _Said:
     choices = list(model.model_fields) if model else []
     message = f"unknown key '{key}'{did_you_mean(key, choices)}"
     if model and choices:
-        section = err.path[-2] if len(err.path) > 1 and isinstance(err.path[-2], str) else "a spec"
+        whole = f"a {err.root.__name__.lower()}"
+        section = err.path[-2] if len(err.path) > 1 and isinstance(err.path[-2], str) else whole
         message += f"; {_tag(model) or section} takes: {', '.join(choices)}"
     return _Said(err.path, message, key=True)
 
@@ -100,7 +101,7 @@ def _bad_value(err: _Error) -> _Said:
     text = _describe(err.kind, err.ctx, err.got, err.text)
     if text.startswith(f"{err.field}."):  # a check across fields names them itself
         return _Said(err.path, text)
-    subject = err.field or ("this layer" if err.context else "the spec")
+    subject = err.field or ("this layer" if err.context else f"the {err.root.__name__.lower()}")
     return _Said(err.path, f"{subject} {text}")
 
 

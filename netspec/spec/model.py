@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from netspec.errors import Problem, SpecError
-from netspec.spec.document import Document, Loc, read_yaml
+from netspec.spec.document import Document, Loc, Removal, read_yaml
 from netspec.spec.layers import AnyLayer, Init, Name, PosInt
 from netspec.spec.messages import located_problems
 from netspec.spec.settings import DataConfig, Strict, TrainConfig
@@ -50,6 +50,11 @@ class Spec(Strict):
         """Where `loc` was written: `FILE:LINE:COL`, `--set K=V`, or the spec's name."""
         return self._doc.where(loc, key) if self._doc else f"<spec {self.name}>"
 
+    @property
+    def removals(self) -> list[Removal]:
+        """The layers `--set layers.NAME=null` took out, in the order they were removed."""
+        return self._doc.removals if self._doc else []
+
     def layer_context(self, index: int) -> str:
         return f"layers[{index}] ({self.layers[index].name})"
 
@@ -81,9 +86,17 @@ def validate(doc: Document) -> Spec:
         )
     if not isinstance(data, dict):
         raise SpecError([Problem(doc.where(()), "a spec is a mapping with name, input, layers")])
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(located_problems(doc, exc, Spec)) from None
+    spec = validate_as(doc, Spec)
     spec._doc = doc
     return spec
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_as(doc: Document, model: type[M]) -> M:
+    """`doc` as a `model` (a spec, a study): pydantic's complaints become located lines."""
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SpecError(located_problems(doc, exc, model)) from None

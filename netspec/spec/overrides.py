@@ -3,6 +3,8 @@
 Keys are dotted paths into the document; a layer is addressed by its name
 (`layers.conv1.filters=64`) or its index (`layers.0.filters=64`). Values are YAML, so
 `--set layers.conv1.kernel=[5,5]` and `--set train.schedule={type: cosine}` work.
+`--set layers.norm1=null` removes a layer: whatever read it reads its input instead, which
+is what an ablation means by "the same network without norm1".
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from netspec.errors import Problem, SpecError, did_you_mean
-from netspec.spec.document import MAX_DEPTH, Document, Loc, parse_yaml
+from netspec.spec.document import MAX_DEPTH, Document, Loc, Removal, parse_yaml
+from netspec.spec.layers import INPUT
 
 SHOWN = 80  # characters of an override repeated in a message
 
@@ -53,6 +56,9 @@ def _apply(doc: Document, text: str, where: str) -> None:
     last = _final_index(node, steps[-1], loc)
     loc = (*loc, last)
     parsed = parse_yaml(value, where, base=loc, where=where)
+    if parsed.data is None and value.strip() and loc[:-1] == ("layers",):
+        _remove_layer(doc, int(last), where)
+        return
     for table in (doc.values, doc.keys):
         for old in [k for k in table if k[: len(loc)] == loc]:
             del table[old]
@@ -61,6 +67,59 @@ def _apply(doc: Document, text: str, where: str) -> None:
     doc.keys[loc] = where
     doc.values[loc] = where
     node[last] = parsed.data
+
+
+def _remove_layer(doc: Document, i: int, where: str) -> None:
+    """Take out layer `i`; each layer that read it, by `inputs` or by coming next, reads its
+    one input instead. The rewired `inputs` are located at the override."""
+    layers: list[Any] = doc.data["layers"]
+    name = _name(layers[i]) or f"layers.{i}"
+    explicit = layers[i].get("inputs") if isinstance(layers[i], dict) else None
+    previous = (_name(layers[i - 1]) if i else INPUT) or f"layers.{i - 1}"
+    sources = explicit if isinstance(explicit, list) else [previous]
+    if len(sources) != 1:
+        raise _Bad(
+            f"cannot remove '{name}': it joins {len(sources)} inputs, so its readers would "
+            "have none to read instead; remove or rewire the layers that read it too"
+        )
+    (source,) = sources
+    readers = []
+    for j, layer in enumerate(layers):
+        inputs = layer.get("inputs") if isinstance(layer, dict) else None
+        if j == i + 1 and inputs is None:
+            readers.append(_name(layer) or f"layers.{j}")
+            if source != previous:  # it read layer i by coming next: now it must say what
+                layer["inputs"] = [source]
+                _locate(doc, ("layers", j, "inputs"), where)
+        elif isinstance(inputs, list) and name in inputs:
+            readers.append(_name(layer) or f"layers.{j}")
+            layer["inputs"] = [source if n == name else n for n in inputs]
+            _locate(doc, ("layers", j, "inputs"), where)
+    for earlier in doc.removals:  # a reader of an earlier removal is gone: its readers inherit
+        if name in earlier.readers:
+            earlier.readers = [r for r in earlier.readers if r != name] + readers
+    doc.removals.append(Removal(name, where, readers))
+    del layers[i]
+    for table in (doc.values, doc.keys):
+        moved = {k: v for k, v in table.items() if k[:1] == ("layers",) and len(k) > 1}
+        for k in moved:
+            del table[k]
+        for k, v in moved.items():
+            if isinstance(k[1], int) and k[1] != i:
+                table[("layers", k[1] - (k[1] > i), *k[2:])] = v
+
+
+def _name(layer: Any) -> str | None:
+    name = layer.get("name") if isinstance(layer, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _locate(doc: Document, loc: Loc, where: str) -> None:
+    """Everything at or inside `loc` was written by the override `where`."""
+    for table in (doc.values, doc.keys):
+        for old in [k for k in table if k[: len(loc)] == loc]:
+            del table[old]
+        table[loc] = where
 
 
 def _step(node: Any, step: str, following: str, loc: Loc, shown: str) -> tuple[Any, str | int]:

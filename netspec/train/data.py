@@ -2,8 +2,9 @@
 
 The layout is torchvision's ImageFolder: ROOT/train/<class>/*.png|jpg and ROOT/val/<class>/…
 (extensions in any case, nested folders allowed, files and folders named .* ignored). Each
-access decodes and rescales one image; the training-set statistics (mean image, RGB PCA) are
-fitted once and cached in a file keyed by everything they depend on.
+access decodes and rescales one image (a split small enough keeps its decoded images in memory
+after the first epoch, in the process that reads them); the training-set statistics (mean
+image, RGB PCA) are fitted once and cached in a file keyed by everything they depend on.
 
 Typical use, one loader per epoch so that epoch k is reproducible from (seed, k) alone:
 
@@ -51,6 +52,7 @@ from netspec.train.shapes_data import cache_root, ensure_shapes
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 PATTERN = "<class>/*.png|jpg"  # how messages show the layout a split needs
+CACHE_BYTES = 256 * 2**20  # a split whose decoded images fit in this stays in memory
 STATS_VERSION = 1  # bump when fit_stats changes, so old cached stats are refitted
 UNREADABLE_CACHE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
@@ -99,6 +101,9 @@ class ImageSplit(ImageFolder):
         self.imgs = self.samples
         self.targets: list[int] = [c for c, _ in by_class]
         self.transform: EvalTransform | None = None
+        # a small split is decoded once, not every epoch; the pixels are the same either way
+        small = len(self.samples) * 3 * resize * resize <= CACHE_BYTES
+        self.decoded: dict[int, Tensor] | None = {} if small else None
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         classes = sorted(
@@ -117,6 +122,15 @@ class ImageSplit(ImageFolder):
             and not any(_hidden(part) for part in file.relative_to(self.folder).parts)
             and file.is_file()
         )
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        img = self.decoded.get(index) if self.decoded is not None else None
+        if img is None:
+            img = load_image(path, self.resize)
+            if self.decoded is not None:
+                self.decoded[index] = img
+        return (self.transform(img) if self.transform else img), label
 
 
 def _hidden(name: str) -> bool:

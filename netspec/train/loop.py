@@ -70,18 +70,20 @@ def train_epoch(
     on_step: Callable[[int, float], None] | None = None,
     show_progress: bool = True,
 ) -> dict[str, float]:
-    """One pass over the training batches; the mean loss, the speed and the time spent waiting."""
+    """One pass over the training batches; the mean loss, the share of top-1 hits (counted on
+    the augmented batches with dropout on, as they are trained), the speed and the waiting."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     progress = Progress(steps, label, quiet=not show_progress)
-    total_loss = images = 0.0
+    total_loss = images = correct = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
     for step, (x, y) in enumerate(batches, 1):
         wait += time.perf_counter() - tick
         x, y = opts.prepare(x), y.to(opts.device, non_blocking=True)
         with torch.autocast(opts.device.type, enabled=opts.amp):
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
         value = float(loss.detach())
         if not math.isfinite(value):
             progress.close()
@@ -91,6 +93,7 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         total_loss += value * len(y)
+        correct += int((logits.detach().argmax(dim=1) == y).sum())
         images += len(y)
         progress.update(int(images), value)
         if on_step:
@@ -100,6 +103,7 @@ def train_epoch(
     elapsed = time.perf_counter() - start
     return {
         "train_loss": total_loss / max(images, 1),
+        "train_top1": correct / max(images, 1),
         "images_per_s": images / elapsed,
         "data_wait": wait / elapsed,
     }

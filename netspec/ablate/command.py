@@ -1,0 +1,100 @@
+"""`netspec ablate STUDY`: train what is missing, then write results.csv, summary.md and
+curves.png into the study's folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from netspec.ablate import plot
+from netspec.ablate.results import read_result, write_csv
+from netspec.ablate.runs import Job, Runner, State, jobs_of, state_of, thread_env
+from netspec.ablate.study import Plan, load_study
+from netspec.ablate.summary import write_summary
+from netspec.errors import UsageError
+from netspec.spec.model import load_spec
+from netspec.train.checks import check_data_fits, check_sizes
+from netspec.train.data import open_data, resolve_data_dir
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    began = time.perf_counter()
+    for flag in ("jobs", "epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be ≥ 1, got {value}")
+    plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out)
+    data = plan.data if plan.data == "shapes" else str(Path(plan.data).resolve())
+    jobs = jobs_of(plan)
+    states = [(job, state_of(plan, job, data)) for job in jobs]
+    todo = [(job, state) for job, state in states if state in ("new", "resume")]
+    _say_plan(plan, states, args.jobs)
+    if todo:
+        _check_data(plan, data)
+        try:
+            outcomes = Runner(plan, data, args.jobs).run(todo)
+        except KeyboardInterrupt:
+            print(
+                "\nnetspec ablate: interrupted; the runs keep their last finished epoch: "
+                "run the same command again to carry on",
+                file=sys.stderr,
+            )
+            return 130
+        failed = [o for o in outcomes if o.status == "failed"]
+        for outcome in failed:
+            if outcome.code == 2:
+                log = outcome.job.folder / "train.log"
+                raise UsageError(f"{outcome.job.label}: {outcome.message} (see {log})")
+    else:
+        failed = []
+    _report(plan, jobs)
+    print(f"study took {time.perf_counter() - began:.0f} s of wall time")
+    for outcome in failed:
+        print(
+            f"netspec ablate: {outcome.job.label} failed (exit status {outcome.code}: "
+            f"{outcome.message}); "
+            f"see {outcome.job.folder / 'train.log'}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _say_plan(plan: Plan, states: list[tuple[Job, State]], jobs: int) -> None:
+    count = {s: sum(1 for _, state in states if state == s) for s in ("new", "resume")}
+    done = len(states) - count["new"] - count["resume"]
+    threads = thread_env(jobs)["OMP_NUM_THREADS"]
+    print(
+        f"study {plan.study.name}: {_n(len(plan.study.variants), 'variant')} × "
+        f"{_n(len(plan.seeds), 'seed')} = {_n(len(states), 'run')} of "
+        f"{_n(plan.epochs, 'epoch')} in {plan.out}: "
+        f"{count['new']} to train, {count['resume']} to resume, {done} done; "
+        f"{jobs} at a time, {threads} thread{'' if threads == '1' else 's'} each"
+    )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _check_data(plan: Plan, data: str) -> None:
+    """Each variant fits the data, checked (and the statistics fitted) once, before any run."""
+    root = resolve_data_dir(data)
+    for variant in plan.study.variants:
+        spec = load_spec(plan.spec_path, plan.overrides(variant))
+        check_sizes(spec)
+        found = open_data(root, spec.data)
+        check_data_fits(spec, found.train_set.folder, found.classes)
+
+
+def _report(plan: Plan, jobs: list[Job]) -> None:
+    target = plan.study.target_train_error
+    results = [read_result(job, plan.epochs, target) for job in jobs]
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_csv(results, plan.out / "results.csv")
+    write_summary(plan, results, plan.out / "summary.md")
+    title = f"{plan.study.name} on {Path(plan.data).name}"
+    plot.draw(results, list(plan.study.variants), target, title, plan.out / "curves.png")
+    for name in ("results.csv", "summary.md", "curves.png"):
+        print(f"wrote {plan.out / name}")

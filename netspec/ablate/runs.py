@@ -1,0 +1,183 @@
+"""The runs of a study: one ordinary `netspec train` run folder per variant × seed.
+
+Each run is trained by `python -m netspec train` in its own process, so a study computes
+exactly what the user would by hand, and `--jobs N` runs N of them at once, each with its
+share of the CPU's threads. A rerun reads the folders first: finished and diverged runs are
+left alone, a run with a `last.pt` short of its epochs is resumed, the rest start afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from netspec.ablate.study import Plan
+from netspec.atomic import atomic_write
+from netspec.errors import UsageError
+from netspec.spec.model import load_spec
+from netspec.train.runfolder import RunFolder, changed_keys, spec_yaml
+
+State = Literal["new", "resume", "finished", "diverged"]
+STATUS = "ablate.json"  # beside the run's own files: the data it used, and whether it diverged
+LOG = "train.log"  # what `netspec train` printed
+DIVERGED = "the loss is"  # in the line `netspec train` ends a run with a non-finite loss on
+MAY_DIFFER = {"data.workers"}  # between a run folder's spec and the study's: same results
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    seed: int
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} seed {self.seed}"
+
+
+def jobs_of(plan: Plan) -> list[Job]:
+    """Every variant × seed, variants in the study's order."""
+    return [
+        Job(variant, seed, plan.out / variant / f"seed{seed}")
+        for variant in plan.study.variants
+        for seed in plan.seeds
+    ]
+
+
+def train_overrides(plan: Plan, job: Job) -> list[str]:
+    return [*plan.overrides(job.variant), f"train.seed={job.seed}", f"train.epochs={plan.epochs}"]
+
+
+def read_status(job: Job) -> dict:
+    path = job.folder / STATUS
+    try:
+        status: dict = json.loads(path.read_text())
+        return status
+    except (OSError, ValueError):
+        return {}
+
+
+def state_of(plan: Plan, job: Job, data: str) -> State:
+    """What a job needs; a folder left by a different study or data set is an error."""
+    folder = RunFolder(job.folder)
+    status = read_status(job)
+    if status and status.get("data") != data:
+        raise UsageError(
+            f"{job.folder} was trained on {status.get('data')}, not {data}: "
+            "choose another --out, or delete the folder"
+        )
+    if status.get("status") == "diverged":
+        return "diverged"
+    if not folder.last.is_file():
+        return "new"
+    wanted = spec_yaml(load_spec(plan.spec_path, train_overrides(plan, job)))
+    changed = set(changed_keys(yaml.safe_load(folder.spec.read_text()), yaml.safe_load(wanted)))
+    if changed - MAY_DIFFER:
+        raise UsageError(
+            f"{job.folder} was trained with a different spec ({', '.join(sorted(changed))} "
+            "differ from the study's): choose another --out, or delete the folder"
+        )
+    rows = folder.rows()
+    return "finished" if rows and rows[-1]["epoch"] >= plan.epochs else "resume"
+
+
+def command(plan: Plan, job: Job, data: str, resume: bool) -> list[str]:
+    """The `netspec train` command line of a job, as a user would type it."""
+    train = [sys.executable, "-m", "netspec", "train", str(plan.spec_path), "--data", data]
+    if resume:  # the run folder's spec.yaml holds the variant, the seed and the epochs
+        return [*train, "--resume", str(job.folder)]
+    sets = [arg for text in train_overrides(plan, job) for arg in ("--set", text)]
+    return [*train, "--out", str(job.folder), *sets]
+
+
+def thread_env(jobs: int) -> dict[str, str]:
+    """The environment of each job: the cores shared out between the jobs that run at once."""
+    env = dict(os.environ)
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, share)
+    return env
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: Literal["finished", "diverged", "failed", "interrupted", "skipped"]
+    message: str = ""
+    code: int = 0  # netspec train's exit status; 2: a mistake every run would repeat
+
+
+class Runner:
+    """Runs jobs `jobs` at a time; Ctrl-C stops starting new ones (each run keeps last.pt)."""
+
+    def __init__(self, plan: Plan, data: str, jobs: int, log: Callable[[str], None] = print):
+        self.plan, self.data, self.jobs, self.log = plan, data, jobs, log
+        self.env = thread_env(jobs)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.done = 0
+
+    def run(self, todo: Sequence[tuple[Job, State]]) -> list[Outcome]:
+        self.total = len(todo)
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self.one, job, state) for job, state in todo]
+            try:
+                return [f.result() for f in futures]
+            except KeyboardInterrupt:
+                self.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def one(self, job: Job, state: State) -> Outcome:
+        if self.stop.is_set():
+            return Outcome(job, "skipped")
+        job.folder.mkdir(parents=True, exist_ok=True)
+        self.mark(job, "running")
+        began = time.perf_counter()
+        with open(job.folder / LOG, "a") as log:
+            code = subprocess.run(
+                command(self.plan, job, self.data, resume=state == "resume"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            ).returncode
+        last = _last_line(job.folder / LOG)
+        outcome = Outcome(job, "finished")
+        if code == 1 and DIVERGED in last:
+            outcome = Outcome(job, "diverged", last)
+        elif code == 130:
+            outcome = Outcome(job, "interrupted", last)
+        elif code:
+            outcome = Outcome(job, "failed", last, code)
+            if code == 2:  # the user's mistake, not this run's bad luck: stop the study
+                self.stop.set()
+        self.mark(job, outcome.status)
+        with self.lock:
+            self.done += 1
+            took = time.perf_counter() - began
+            said = f": {outcome.message}" if outcome.message else ""
+            self.log(
+                f"[{self.done}/{self.total}] {job.label}: {outcome.status} in {took:.0f} s{said}"
+            )
+        return outcome
+
+    def mark(self, job: Job, status: str) -> None:
+        with atomic_write(job.folder / STATUS) as f:
+            f.write(json.dumps({"data": self.data, "status": status}))
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

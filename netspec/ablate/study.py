@@ -1,0 +1,159 @@
+"""The study file: which spec, which data, which variants, how many seeds.
+
+Read and validated like a spec (safe YAML with positions, pydantic, located messages). Each
+variant is a list of `--set` overrides; they are checked against the spec when the study is
+loaded, so a misspelt layer is reported at its line in the study file before anything trains.
+Paths in the file are relative to the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from netspec.errors import Problem, SpecError
+from netspec.spec.document import Document, read_yaml
+from netspec.spec.model import Spec, load_spec, validate_as
+from netspec.spec.settings import Strict
+
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names become folder names
+SET_BY_THE_STUDY = {"train.seed": "seeds", "train.epochs": "epochs"}
+
+
+def _overrides(items: list[str]) -> list[str]:
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"must be KEY=VALUE, e.g. layers.norm1=null, got {item!r}")
+        if key.strip() in SET_BY_THE_STUDY:
+            raise ValueError(
+                f"{key.strip()} is set by the study's `{SET_BY_THE_STUDY[key.strip()]}`; "
+                "remove it from the variant"
+            )
+    return items
+
+
+def _distinct(seeds: int | list[int]) -> int | list[int]:
+    if isinstance(seeds, list):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"lists seed {', '.join(map(str, repeated))} more than once")
+    return seeds
+
+
+Overrides = Annotated[list[str], AfterValidator(_overrides)]
+VariantName = Annotated[str, Field(pattern=FOLDER_NAME)]
+
+
+class Study(Strict):
+    """Variants of one spec, each trained with every seed; the first variant is the baseline."""
+
+    name: Annotated[str, Field(pattern=FOLDER_NAME)]
+    description: str = ""
+    spec: str = Field(description="the spec file, relative to the study file")
+    data: str = Field(description="'shapes', or an image folder relative to the study file")
+    epochs: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="default: the spec's train.epochs"
+    )
+    seeds: Annotated[
+        Annotated[int, Field(ge=1)] | Annotated[list[int], Field(min_length=1)],
+        AfterValidator(_distinct),
+    ] = Field(3, description="a count (seeds 0, 1, …) or a list of seeds")
+    target_train_error: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.25, description="report the epochs each run takes to reach this training error"
+    )
+    variants: Annotated[dict[VariantName, Overrides], Field(min_length=1)] = Field(
+        description="name: list of --set overrides, in order; the first is the baseline"
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A study with everything resolved: paths, seeds, epochs, the command line's choices."""
+
+    study: Study
+    path: Path
+    spec_path: Path
+    data: str  # 'shapes' or a folder path
+    epochs: int
+    seeds: list[int]
+    out: Path
+
+    @property
+    def baseline(self) -> str:
+        return next(iter(self.study.variants))
+
+    def overrides(self, variant: str) -> list[str]:
+        return self.study.variants[variant]
+
+
+def load_study(
+    path: str | Path,
+    data: str | None = None,
+    epochs: int | None = None,
+    seeds: Sequence[int] | int | None = None,
+    out: str | Path | None = None,
+) -> Plan:
+    """Read and check a study file; the arguments, when given, replace the file's values."""
+    doc = read_yaml(path)
+    if doc.data is None:
+        raise SpecError(
+            [Problem(doc.source, "the file is empty; a study needs name, spec, data, variants")]
+        )
+    if not isinstance(doc.data, dict):
+        raise SpecError(
+            [Problem(doc.where(()), "a study is a mapping with name, spec, data, variants")]
+        )
+    study = validate_as(doc, Study)
+    here = Path(path).parent
+    spec_path = here / study.spec
+    if not spec_path.is_file():
+        raise SpecError([Problem(doc.where(("spec",)), f"spec file {spec_path} not found")])
+    base = _check_variants(doc, study, spec_path)
+    if data is None:
+        data = study.data if study.data == "shapes" else str(here / study.data)
+        if data != "shapes" and not Path(data).is_dir():
+            message = f"data folder {data} not found; give 'shapes' or a folder with train/, val/"
+            raise SpecError([Problem(doc.where(("data",)), message)])
+    chosen = seeds if seeds is not None else study.seeds
+    return Plan(
+        study=study,
+        path=Path(path),
+        spec_path=spec_path,
+        data=data,
+        epochs=epochs or study.epochs or base.train.epochs,
+        seeds=list(range(chosen)) if isinstance(chosen, int) else list(chosen),
+        out=Path(out) if out is not None else Path("runs") / f"ablate-{study.name}",
+    )
+
+
+def _check_variants(doc: Document, study: Study, spec_path: Path) -> Spec:
+    """Build the spec, then every variant's graph; a mistake an override makes is located
+    at that override in the study file."""
+    from netspec.ir.graph import build_graph
+
+    base = load_spec(spec_path)
+    build_graph(base)  # the spec's own mistakes, reported once, in the spec file
+    problems: list[Problem] = []
+    for name, overrides in study.variants.items():
+        try:
+            build_graph(load_spec(spec_path, overrides))
+        except SpecError as exc:
+            problems += [_in_study(doc, name, overrides, p) for p in exc.problems]
+    if problems:
+        raise SpecError(problems)
+    return base
+
+
+def _in_study(doc: Document, variant: str, overrides: list[str], problem: Problem) -> Problem:
+    """A problem an override caused, moved to that override's line in the study file."""
+    where = problem.where
+    for k, text in enumerate(overrides):
+        if where == f"--set {text}":
+            where = doc.where(("variants", variant, k))
+    context = f"variant {variant}" + (f": {problem.context}" if problem.context else "")
+    return Problem(where, problem.message, context)

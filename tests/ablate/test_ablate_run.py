@@ -1,0 +1,146 @@
+"""`netspec ablate` end to end on the tiny net and a tiny image folder: real training
+processes, the three outputs, a diverging variant, a rerun that trains nothing, a resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netspec.ablate import runs
+from netspec.ablate.study import load_study
+from netspec.cli import main
+from netspec.spec.model import load_spec
+from netspec.train.runfolder import spec_yaml
+from netspec.train.shapes_data import ensure_shapes
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests" / "nets" / "tiny.yaml"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def study_file(tmp_path: Path, data: Path) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        f"name: tiny\nspec: {TINY}\ndata: {data}\nepochs: 1\nseeds: 1\n"
+        "target_train_error: 0.95\n"
+        "variants:\n"
+        "  baseline: []\n"
+        "  no-lrn: [layers.norm1=null]\n"
+        "  blowup: [train.lr=1.0e30]\n"
+    )
+    return path
+
+
+def ablate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "netspec", "ablate", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def files(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/*") if p.is_file()}
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_study_trains_reports_skips_and_resumes(tmp_path, monkeypatch, capsys):
+    data = ensure_shapes(tmp_path / "data", seed=3, size=32, train_per_class=6, val_per_class=3)
+    study, out = study_file(tmp_path, data), tmp_path / "out"
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+    env = dict(os.environ)
+
+    first = ablate(str(study), "--out", str(out), "--jobs", "2", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "3 to train, 0 to resume, 0 done; 2 at a time" in first.stdout
+    table = rows(out / "results.csv")
+    assert [(r["variant"], r["seed"], r["status"], r["epochs"]) for r in table] == [
+        ("baseline", "0", "finished", "1"),
+        ("no-lrn", "0", "finished", "1"),
+        ("blowup", "0", "diverged", "0"),  # netspec train stopped it at a non-finite loss
+    ]
+    metrics = [json.loads(line) for line in (out / "baseline/seed0/metrics.jsonl").open()]
+    assert table[0]["val_top1"] == f"{max(m['val_top1'] for m in metrics):.4f}"
+    assert table[0]["train_error"] == f"{1 - metrics[-1]['train_top1']:.4f}"
+    assert "norm1" not in (out / "no-lrn/seed0/spec.yaml").read_text()  # the removal trained
+    summary = (out / "summary.md").read_text()
+    assert "| no-lrn | `layers.norm1=null` | 1 |" in summary
+    assert "| blowup | `train.lr=1.0e30` | 0 (1 diverged) |" in summary
+    assert (out / "curves.png").read_bytes()[:8] == PNG
+
+    # a rerun starts no process and touches no run folder
+    before = files(out)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"a rerun started {args}")
+
+    monkeypatch.setattr(runs.subprocess, "run", no_training)
+    assert main(["ablate", str(study), "--out", str(out), "--jobs", "2"]) == 0
+    assert "0 to train, 0 to resume, 3 done" in capsys.readouterr().out
+    assert files(out) == before
+    assert rows(out / "results.csv") == table
+    monkeypatch.undo()
+
+    # runs cut short (as a kill after epoch 1 of 2 leaves them) are resumed, not restarted
+    for variant in ("baseline", "no-lrn"):
+        spec = out / variant / "seed0" / "spec.yaml"
+        spec.write_text(spec.read_text().replace("epochs: 1\n", "epochs: 2\n"))
+    second = ablate(str(study), "--out", str(out), "--epochs", "2", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "0 to train, 2 to resume, 1 done" in second.stdout
+    resumed = [json.loads(line) for line in (out / "baseline/seed0/metrics.jsonl").open()]
+    assert [m["epoch"] for m in resumed] == [1, 2] and resumed[0] == metrics[0]
+    assert "resuming" in (out / "baseline/seed0/train.log").read_text()
+    assert [r["epochs"] for r in rows(out / "results.csv")] == ["2", "2", "0"]
+
+
+def test_a_folder_trained_otherwise_is_refused_before_anything_trains(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    study = study_file(tmp_path, data)
+    run = tmp_path / "out" / "baseline" / "seed0"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"")
+    other = load_spec(TINY, ["layers.conv1.filters=4", "train.seed=0", "train.epochs=1"])
+    (run / "spec.yaml").write_text(spec_yaml(other))
+    assert main(["ablate", str(study), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"netspec ablate: {run} was trained with a different spec (layers differ from the "
+        "study's): choose another --out, or delete the folder"
+    ]
+
+
+def test_each_run_is_an_ordinary_train_command(tmp_path):
+    (tmp_path / "data").mkdir()
+    plan = load_study(study_file(tmp_path, tmp_path / "data"), out=tmp_path / "out")
+    job = runs.jobs_of(plan)[1]
+    assert (job.variant, job.seed, job.folder) == ("no-lrn", 0, tmp_path / "out/no-lrn/seed0")
+    train = [sys.executable, "-m", "netspec", "train", str(TINY), "--data", "D"]
+    assert runs.command(plan, job, "D", resume=False) == [
+        *train, "--out", str(job.folder), "--set", "layers.norm1=null",
+        "--set", "train.seed=0", "--set", "train.epochs=1",
+    ]  # fmt: skip
+    assert runs.command(plan, job, "D", resume=True) == [*train, "--resume", str(job.folder)]
+
+
+def test_thread_share(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert runs.thread_env(2)["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert runs.thread_env(cores * 4)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice stands
+    assert runs.thread_env(2)["OMP_NUM_THREADS"] == "3"

@@ -1,0 +1,163 @@
+"""Study files: read like specs, so every mistake is one located line and exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netspec.ablate.study import load_study
+from netspec.cli import main
+from netspec.errors import SpecError
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests" / "nets" / "tiny.yaml"
+
+GOOD = f"""\
+name: tiny-study
+spec: {TINY}
+data: shapes
+epochs: 2
+seeds: 2
+variants:
+  baseline: []
+  no-lrn: [layers.norm1=null]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_study(write(tmp_path, text))
+    return [str(p) for p in info.value.problems]
+
+
+def test_a_good_study_resolves_paths_seeds_and_epochs(tmp_path):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "net.yaml").write_text(TINY.read_text())
+    (tmp_path / "folder").mkdir()
+    text = GOOD.replace(str(TINY), "specs/net.yaml").replace("shapes", "folder")
+    plan = load_study(write(tmp_path, text))
+    assert plan.spec_path == tmp_path / "specs" / "net.yaml"  # beside the study, not the cwd
+    assert plan.data == str(tmp_path / "folder")
+    assert (plan.epochs, plan.seeds, plan.baseline) == (2, [0, 1], "baseline")
+    assert plan.out == Path("runs/ablate-tiny-study")
+    assert plan.overrides("no-lrn") == ["layers.norm1=null"]
+
+
+def test_the_command_line_replaces_the_files_choices(tmp_path):
+    plan = load_study(write(tmp_path, GOOD), data="/d", epochs=5, seeds=[3, 7], out="o")
+    assert (plan.data, plan.epochs, plan.seeds, plan.out) == ("/d", 5, [3, 7], Path("o"))
+    assert load_study(write(tmp_path, GOOD), seeds=4).seeds == [0, 1, 2, 3]
+
+
+def test_epochs_default_to_the_specs(tmp_path):
+    plan = load_study(write(tmp_path, GOOD.replace("epochs: 2\n", "")))
+    assert plan.epochs == 3  # tests/nets/tiny.yaml's train.epochs
+
+
+def test_unknown_key_did_you_mean(tmp_path):
+    (line,) = problems(tmp_path, GOOD.replace("seeds: 2", "seed: 2"))
+    assert line == (
+        f"{tmp_path / 'study.yaml'}:5:1: unknown key 'seed' (did you mean 'seeds'?); "
+        "a study takes: name, description, spec, data, epochs, seeds, target_train_error, "
+        "variants"
+    )
+
+
+def test_several_mistakes_at_once(tmp_path):
+    text = GOOD.replace("seeds: 2", "seeds: [1, 1]").replace("epochs: 2", "epochs: 0")
+    text = text.replace("variants:", "target_train_error: 1.5\nvariants:")
+    got = problems(tmp_path, text)
+    at = tmp_path / "study.yaml"
+    assert got == [
+        f"{at}:4:9: epochs must be ≥ 1, got 0",
+        f"{at}:5:8: seeds lists seed 1 more than once",
+        f"{at}:6:21: target_train_error must be < 1.0, got 1.5",
+    ]
+
+
+def test_an_override_needs_an_equals_sign(tmp_path):
+    (line,) = problems(tmp_path, GOOD.replace("[layers.norm1=null]", "[layers.norm1]"))
+    assert line == (
+        f"{tmp_path / 'study.yaml'}:8:11: variants.no-lrn must be KEY=VALUE, "
+        "e.g. layers.norm1=null, got 'layers.norm1'"
+    )
+
+
+def test_the_seed_is_the_studys(tmp_path):
+    (line,) = problems(tmp_path, GOOD.replace("[layers.norm1=null]", "[train.seed=4]"))
+    assert line.endswith("train.seed is set by the study's `seeds`; remove it from the variant")
+
+
+def test_a_misspelt_layer_is_located_at_the_override(tmp_path):
+    text = GOOD.replace("[layers.norm1=null]", "[layers.conv1.filters=8, layers.nrom1=null]")
+    (line,) = problems(tmp_path, text)
+    assert line.startswith(
+        f"{tmp_path / 'study.yaml'}:8:36: variant no-lrn: no layer named 'nrom1' in layers"
+    )
+    assert "(did you mean 'norm1'?)" in line
+
+
+def test_a_bad_value_is_located_at_the_override(tmp_path):
+    (line,) = problems(tmp_path, GOOD.replace("[layers.norm1=null]", "[layers.conv1.filters=0]"))
+    assert line == (
+        f"{tmp_path / 'study.yaml'}:8:12: variant no-lrn: layers[0] (conv1): "
+        "filters must be ≥ 1, got 0"
+    )
+
+
+def test_a_removal_that_breaks_a_shape_names_the_variant_and_the_override(tmp_path):
+    text = GOOD.replace("[layers.norm1=null]", "[layers.pool1=null]").replace(
+        str(TINY), str(tmp_path / "net.yaml")
+    )
+    (tmp_path / "net.yaml").write_text(
+        TINY.read_text().replace("units: classes}", "units: classes, in_features: 392}")
+    )
+    (line,) = problems(tmp_path, text)
+    assert line == (
+        f"{tmp_path / 'net.yaml'}:15:5: variant no-lrn: layers[6] (fc): in_features is 392, "
+        "but 'drop' gives 8×14×14 = 1568; set in_features: 1568 or change the layers before "
+        "it (upstream of it, --set layers.pool1=null removed 'pool1')"
+    )
+
+
+def test_missing_spec_and_data_are_located(tmp_path):
+    (line,) = problems(tmp_path, GOOD.replace(str(TINY), "nowhere.yaml"))
+    assert line == f"{tmp_path / 'study.yaml'}:2:7: spec file {tmp_path / 'nowhere.yaml'} not found"
+    (line,) = problems(tmp_path, GOOD.replace("data: shapes", "data: nodata"))
+    assert line.startswith(f"{tmp_path / 'study.yaml'}:3:7: data folder {tmp_path / 'nodata'}")
+
+
+def test_empty_and_list_files(tmp_path):
+    assert problems(tmp_path, "") == [
+        f"{tmp_path / 'study.yaml'}: the file is empty; a study needs name, spec, data, variants"
+    ]
+    assert problems(tmp_path, "- a\n") == [
+        f"{tmp_path / 'study.yaml'}:1:1: a study is a mapping with name, spec, data, variants"
+    ]
+
+
+def test_cli_prints_located_lines_and_exits_2(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("seeds: 2", "seeds: 0"))
+    assert main(["ablate", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:5:8: seeds must be ≥ 1 or a list, got 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--jobs", "0"], "netspec ablate: --jobs must be ≥ 1, got 0"),
+        (["--epochs", "0"], "netspec ablate: --epochs must be ≥ 1, got 0"),
+    ],
+)
+def test_cli_bad_flags(tmp_path, capsys, flags, message):
+    assert main(["ablate", str(write(tmp_path, GOOD)), *flags]) == 2
+    assert capsys.readouterr().err.splitlines() == [message]

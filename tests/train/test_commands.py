@@ -18,22 +18,12 @@ from netspec.train.checkpoint import load_checkpoint
 from netspec.train.data import open_val
 from netspec.train.evaluate import Options, evaluate
 from netspec.train.loop import train
-from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests/nets/tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ensure_shapes(
-        tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6, val_per_class=3
-    )
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def netspec(*args: str, cache: Path) -> subprocess.Popen:

@@ -45,9 +45,7 @@ def larger(tmp_path_factory):
     )
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def quiet(*_: object) -> None:

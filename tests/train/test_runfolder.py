@@ -18,7 +18,6 @@ from netspec.spec.document import parse_yaml
 from netspec.train.checkpoint import load_checkpoint, save_checkpoint
 from netspec.train.loop import train
 from netspec.train.runfolder import default_out, spec_yaml
-from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests/nets/tiny.yaml"
@@ -40,16 +39,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ensure_shapes(
-        tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6, val_per_class=3
-    )
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def netspec(*args: str, code: str | None = None) -> subprocess.Popen:

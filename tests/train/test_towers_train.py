@@ -27,7 +27,7 @@ from tests.train.test_distributed import (
 )
 
 small = dp.small  # fixture: 60 training and 30 validation images
-_cache = dp._cache  # fixture, automatic: each test's own statistics cache
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def one_process(data: Path, out: Path, epochs: int, *overrides: str) -> list[dict]:

@@ -176,6 +176,11 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
     p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, sharing the CPU cores")
+    p.add_argument(
+        "--target",
+        type=float,
+        help="override target_train_error (the mark for 'epochs to reach it'), e.g. 0.25",
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:

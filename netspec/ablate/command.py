@@ -25,7 +25,9 @@ def run_ablate(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag} must be ≥ 1, got {value}")
-    plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out)
+    if args.target is not None and not 0 < args.target < 1:
+        raise UsageError(f"--target must be between 0 and 1, got {args.target}")
+    plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out, args.target)
     data = plan.data if plan.data == "shapes" else str(Path(plan.data).resolve())
     jobs = jobs_of(plan)
     states = [(job, state_of(plan, job, data)) for job in jobs]

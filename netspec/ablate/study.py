@@ -8,6 +8,7 @@ Paths in the file are relative to the file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def load_study(
     epochs: int | None = None,
     seeds: Sequence[int] | int | None = None,
     out: str | Path | None = None,
+    target: float | None = None,
 ) -> Plan:
     """Read and check a study file; the arguments, when given, replace the file's values."""
     doc = read_yaml(path)
@@ -109,13 +111,15 @@ def load_study(
             [Problem(doc.where(()), "a study is a mapping with name, spec, data, variants")]
         )
     study = validate_as(doc, Study)
+    if target is not None:
+        study = study.model_copy(update={"target_train_error": target})
     here = Path(path).parent
-    spec_path = here / study.spec
+    spec_path = Path(os.path.normpath(here / study.spec))  # studies/../specs/x → specs/x
     if not spec_path.is_file():
         raise SpecError([Problem(doc.where(("spec",)), f"spec file {spec_path} not found")])
     base = _check_variants(doc, study, spec_path)
     if data is None:
-        data = study.data if study.data == "shapes" else str(here / study.data)
+        data = study.data if study.data == "shapes" else os.path.normpath(here / study.data)
         if data != "shapes" and not Path(data).is_dir():
             message = f"data folder {data} not found; give 'shapes' or a folder with train/, val/"
             raise SpecError([Problem(doc.where(("data",)), message)])

@@ -51,8 +51,11 @@ def test_a_good_study_resolves_paths_seeds_and_epochs(tmp_path):
 
 
 def test_the_command_line_replaces_the_files_choices(tmp_path):
-    plan = load_study(write(tmp_path, GOOD), data="/d", epochs=5, seeds=[3, 7], out="o")
+    plan = load_study(
+        write(tmp_path, GOOD), data="/d", epochs=5, seeds=[3, 7], out="o", target=0.25
+    )
     assert (plan.data, plan.epochs, plan.seeds, plan.out) == ("/d", 5, [3, 7], Path("o"))
+    assert plan.study.target_train_error == 0.25
     assert load_study(write(tmp_path, GOOD), seeds=4).seeds == [0, 1, 2, 3]
 
 
@@ -156,6 +159,7 @@ def test_cli_prints_located_lines_and_exits_2(tmp_path, capsys):
     [
         (["--jobs", "0"], "netspec ablate: --jobs must be ≥ 1, got 0"),
         (["--epochs", "0"], "netspec ablate: --epochs must be ≥ 1, got 0"),
+        (["--target", "25"], "netspec ablate: --target must be between 0 and 1, got 25.0"),
     ],
 )
 def test_cli_bad_flags(tmp_path, capsys, flags, message):

@@ -13,7 +13,7 @@ import torch
 from netspec.backends import torch_layers as T
 from torch import nn
 
-from netspec.ir.records import INPUT, NetGraph, Node
+from netspec.ir.records import INPUT, NetGraph, Node, layer_as
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
 from netspec.spec.layers import Init
@@ -27,7 +27,7 @@ builds = BUILDERS.register
 
 @builds(L.Conv)
 def _conv(node: Node, in_size: int, groups: int) -> nn.Module:
-    layer: L.Conv = node.layer
+    layer = layer_as(node, L.Conv)
     return nn.Conv2d(
         in_size,
         layer.filters,
@@ -42,7 +42,7 @@ def _conv(node: Node, in_size: int, groups: int) -> nn.Module:
 @builds(L.Linear)
 def _linear(node: Node, in_size: int, groups: int) -> nn.Module:
     units = node.shape[0]
-    bias = node.layer.bias
+    bias = layer_as(node, L.Linear).bias
     if node.groups > 1:
         return T.GroupedLinear(in_size, units, node.groups, bias, node.flatten)
     return (T.FlattenLinear if node.flatten else nn.Linear)(in_size, units, bias=bias)
@@ -50,7 +50,7 @@ def _linear(node: Node, in_size: int, groups: int) -> nn.Module:
 
 @builds(L.LRN)
 def _lrn(node: Node, in_size: int, groups: int) -> nn.Module:
-    layer: L.LRN = node.layer
+    layer = layer_as(node, L.LRN)
     return T.LocalResponseNorm(
         layer.size,
         layer.alpha,
@@ -63,7 +63,7 @@ def _lrn(node: Node, in_size: int, groups: int) -> nn.Module:
 
 @builds(L.MaxPool)
 def _maxpool(node: Node, in_size: int, groups: int) -> nn.Module:
-    layer: L.MaxPool = node.layer
+    layer = layer_as(node, L.MaxPool)
     return nn.MaxPool2d(
         layer.kernel, layer.stride or layer.kernel, layer.padding, ceil_mode=layer.ceil
     )
@@ -71,7 +71,7 @@ def _maxpool(node: Node, in_size: int, groups: int) -> nn.Module:
 
 @builds(L.AvgPool)
 def _avgpool(node: Node, in_size: int, groups: int) -> nn.Module:
-    layer: L.AvgPool = node.layer
+    layer = layer_as(node, L.AvgPool)
     return nn.AvgPool2d(
         layer.kernel,
         layer.stride or layer.kernel,
@@ -83,12 +83,12 @@ def _avgpool(node: Node, in_size: int, groups: int) -> nn.Module:
 
 @builds(L.AdaptiveAvgPool)
 def _adaptive(node: Node, in_size: int, groups: int) -> nn.Module:
-    return nn.AdaptiveAvgPool2d(node.layer.output_size)
+    return nn.AdaptiveAvgPool2d(layer_as(node, L.AdaptiveAvgPool).output_size)
 
 
 @builds(L.BatchNorm)
 def _batchnorm(node: Node, in_size: int, groups: int) -> nn.Module:
-    layer: L.BatchNorm = node.layer
+    layer = layer_as(node, L.BatchNorm)
     norm = nn.BatchNorm2d if len(node.shape) == 3 else nn.BatchNorm1d
     return norm(node.shape[0], eps=layer.eps, momentum=layer.momentum)
 
@@ -102,7 +102,7 @@ BUILDERS.update(
     {
         L.ReLU: lambda node, in_size, groups: nn.ReLU(),
         L.Tanh: lambda node, in_size, groups: nn.Tanh(),
-        L.Dropout: lambda node, in_size, groups: nn.Dropout(node.layer.p),
+        L.Dropout: lambda node, in_size, groups: nn.Dropout(layer_as(node, L.Dropout).p),
         L.Flatten: lambda node, in_size, groups: nn.Flatten(),
         L.Add: lambda node, in_size, groups: T.Add(),
     }
@@ -152,7 +152,7 @@ def _init_weights(module: nn.Module, init: Init) -> None:
         _reset(module)
     else:
         fill(module.get_parameter("weight"), init)
-    if module.bias is None:
+    if getattr(module, "bias", None) is None:
         return
     bias = module.get_parameter("bias")
     if init.bias is not None:

@@ -10,8 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from netspec.errors import SpecError, UsageError
+
+if TYPE_CHECKING:
+    from netspec.ir.records import NetGraph
+    from netspec.spec.model import Spec
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -215,7 +220,7 @@ def run_draw(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prove_it_compiles(spec, graph) -> None:
+def _prove_it_compiles(spec: Spec, graph: NetGraph) -> None:
     """Build the torch module on the meta device and run it: no weights are allocated."""
     import torch
 
@@ -229,7 +234,7 @@ def _prove_it_compiles(spec, graph) -> None:
         raise RuntimeError(f"torch gives {tuple(out.shape)}, the graph {expected}: a netspec bug")
 
 
-def print_warnings(spec, graph) -> None:
+def print_warnings(spec: Spec, graph: NetGraph) -> None:
     from netspec.ir.graph import located_warnings
 
     for line in located_warnings(spec, graph):

@@ -138,7 +138,7 @@ def rng_state() -> dict[str, Any]:
         "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
         "numpy": {
             "name": str(name),
-            "keys": keys.tolist(),
+            "keys": np.asarray(keys).tolist(),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached_gaussian),

@@ -329,8 +329,8 @@ class LocalResponseNorm(nn.Module):
 ''',
     "group_lrn": '''
 class GroupLocalResponseNorm(nn.LocalResponseNorm):
-    """torch's LocalResponseNorm (alpha / size over size channels, as Caffe), applied to
-    each group's channels on their own."""
+    """torch's LocalResponseNorm (alpha / size over size channels, as cuda-convnet),
+    applied to each group's channels on their own."""
 
     def __init__(
         self, size: int, alpha: float, beta: float, k: float, groups: int = 1

@@ -85,6 +85,16 @@ class Target:
     out: Path
     resume: bool
     source: str  # the spec file it was read from, for messages
+    fresh: bool = False  # a new run: the folder must not already hold one
+
+    def check_unclaimed(self) -> None:
+        """A new run never writes over an old one. The owner checks this holding the lock,
+        so a folder another run is writing into is reported as in use, not as finished."""
+        if self.fresh and (self.out / "last.pt").exists():
+            raise UsageError(
+                f"--out {self.out} already holds a run; continue it with --resume {self.out} "
+                "or choose another --out"
+            )
 
 
 def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) -> Target:
@@ -108,13 +118,7 @@ def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) ->
         return Target(load_spec(spec_file, overrides), out, True, str(spec_file))
     spec = load_spec(args.spec, overrides)
     out = Path(args.out) if args.out else default_out(spec)
-    resume = (out / "last.pt").exists()
-    if resume and not restarted:
-        raise UsageError(
-            f"--out {out} already holds a run; continue it with --resume {out} "
-            "or choose another --out"
-        )
-    return Target(spec, out, resume, args.spec)
+    return Target(spec, out, (out / "last.pt").exists(), args.spec, fresh=not restarted)
 
 
 def check_run(spec: Spec, device: torch.device) -> None:
@@ -183,6 +187,7 @@ def _launch(args: argparse.Namespace) -> int:
     check_devices(device, args.nproc)
     check_run(target.spec, device)
     with holding(target.out):
+        target.check_unclaimed()
         check_caches(target.spec, args.data)
         # a mistake in the data folder is one line here, not one per worker; and the workers
         # find the built-in set and the statistics cached
@@ -234,6 +239,7 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
     # netspec's own launcher holds the folder for its workers; under torchrun rank 0 does
     owner = main and not (world and world.own_launcher)
     with holding(out) if owner else contextlib.nullcontext():
+        target.check_unclaimed()
         check_caches(target.spec, args.data)
         with rank_zero_first():  # the built-in set is generated once
             root = resolve_data_dir(args.data)

@@ -104,6 +104,20 @@ def test_a_held_folder_is_refused_and_freed_afterwards(data, tmp_path, capsys):
         pass
 
 
+def test_a_finished_run_is_not_started_over(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(load_spec(TINY, ["train.epochs=1"]), data, run, log=quiet)
+    before = (run / "last.pt").read_bytes()
+    status = main(["train", str(TINY), "--data", str(data), "--out", str(run)])
+    assert status == 2
+    assert errors(capsys) == [
+        f"netspec train: --out {run} already holds a run; continue it with --resume {run} "
+        "or choose another --out"
+    ]
+    assert (run / "last.pt").read_bytes() == before
+    assert [r["epoch"] for r in rows(run)] == [1]
+
+
 # ------------------------------------------------------- a kill between best.pt and last.pt
 
 

@@ -108,6 +108,20 @@ BUILDERS.update(
     }
 )
 
+# Layers whose backward reads their input, never their output: a ReLU that is the only reader
+# of one may overwrite that output in place, as torchvision's AlexNet does, saving a map's
+# worth of memory and a pass over it.
+KEEPS_NO_OUTPUT = (L.Conv, L.Linear, L.LRN, L.MaxPool, L.BatchNorm)
+
+
+def overwritable(graph: NetGraph, name: str) -> bool:
+    """May the layer `name` overwrite its one input in place?"""
+    sources = graph.inputs_of(name)
+    if len(sources) != 1 or sources[0] == INPUT or graph.out_degree(sources[0]) != 1:
+        return False
+    return isinstance(graph.node(sources[0]).layer, KEEPS_NO_OUTPUT)
+
+
 WeightInit = Callable[[torch.Tensor, Init], object]
 WEIGHT_INITS: dict[str, WeightInit | None] = {
     "torch": None,
@@ -128,7 +142,10 @@ class Network(nn.Module):
             sources = graph.inputs_of(node.name)
             in_shape = graph.node(sources[0]).shape
             in_size = math.prod(in_shape) if node.type == "linear" else in_shape[0]
-            self.add_module(node.name, BUILDERS[type(node.layer)](node, in_size, groups))
+            module = BUILDERS[type(node.layer)](node, in_size, groups)
+            if isinstance(module, nn.ReLU):
+                module.inplace = overwritable(graph, node.name)
+            self.add_module(node.name, module)
             self._plan.append((node.name, sources))
         self._output = graph.net.output
 

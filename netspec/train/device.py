@@ -8,21 +8,24 @@ import torch
 
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
+from netspec.train.allocator import keep_freed_memory
 from netspec.train.evaluate import Options
 
 
 def pick_device(name: str | None) -> torch.device:
-    """The device a flag names (checked), or the best available one."""
+    """The device a flag names (checked), or the best available one. On the CPU, where the
+    activations live in host memory, freed maps are kept for the next step (see allocator)."""
     available = {
         "cuda": torch.cuda.is_available(),
         "mps": torch.backends.mps.is_available(),
         "cpu": True,
     }
-    if name is None:
-        return torch.device(next(d for d, ok in available.items() if ok))
-    if not available[name]:
+    if name is not None and not available[name]:
         raise UsageError(f"--device {name}: not available on this machine; use --device cpu")
-    return torch.device(name)
+    device = torch.device(name or next(d for d, ok in available.items() if ok))
+    if device.type == "cpu":
+        keep_freed_memory()
+    return device
 
 
 def options_for(spec: Spec, device: torch.device, note: bool = True) -> Options:

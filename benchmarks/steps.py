@@ -3,7 +3,9 @@
 Both networks get the same synthetic batch size, loss and `torch.optim.SGD` (momentum 0.9); the
 paper's network at its 227×227 input with its two device groups, torchvision's at 224×224.
 On CUDA each step also runs with autocast and channels-last, as `train.amp` and
-`train.channels_last` do.
+`train.channels_last` do. On the CPU the training steps run twice: first with glibc's own
+allocation policy, then keeping freed memory as `netspec train` does on the CPU (see
+netspec.train.allocator); both networks run under the same policy each time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from benchmarks.timing import Row, interleaved
 from netspec import compile, load_spec
+from netspec.train.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,11 +74,20 @@ def step(
 
 
 def rows(device: torch.device, repeats: int, batches: list[int]) -> list[Row]:
-    modes = [FP32, AMP] if device.type == "cuda" else [FP32]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        return _rows(device, repeats, batches, (True, False), "")
+    unkept = _rows(device, repeats, batches, (True,), ", glibc's own allocation")
+    keep_freed_memory()  # from here on, as in netspec train; glibc's default cannot come back
+    return unkept + _rows(device, repeats, batches, (True, False), ", memory kept")
+
+
+def _rows(
+    device: torch.device, repeats: int, batches: list[int], kinds: tuple[bool, ...], policy: str
+) -> list[Row]:
+    modes = [FP32, AMP] if device.type == "cuda" else [FP32]
     table = []
-    for train in (True, False):
+    for train in kinds:
         for mode in modes:
             nets = networks(device, mode)
             for batch in batches:
@@ -85,9 +97,10 @@ def rows(device: torch.device, repeats: int, batches: list[int]) -> list[Row]:
                 }
                 seconds = interleaved(runs, repeats, device)
                 kind = "training step" if train else "inference step"
+                what = f"AlexNet {kind}, batch {batch}, {mode.label}{policy}"
                 table.append(
                     Row(
-                        f"AlexNet {kind}, batch {batch}, {mode.label} (paper spec, 2 groups)",
+                        f"{what} (paper spec, 2 groups)",
                         "torchvision alexnet()",
                         seconds["netspec"],
                         seconds["reference"],

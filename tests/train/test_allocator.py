@@ -42,6 +42,7 @@ def held_mib(how: str, **env: str) -> int:
     return int(done.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_cpu_run_keeps_freed_maps_for_its_next_step():
     assert held_mib("pick") >= 190

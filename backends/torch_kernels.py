@@ -9,6 +9,7 @@ layer says so once and runs uncompiled from then on.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -20,13 +21,15 @@ COMPILE_ENV = "NETSPEC_COMPILE"
 COMPILED_DEVICES = frozenset({"cpu", "cuda"})
 
 
-def _inductor_one_thread(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+def _inductor_one_thread(
+    gm: torch.fx.GraphModule, example_inputs: list[Any], **options: Any
+) -> Any:
     """Inductor, compiling in this process: a pool of compile workers costs more to start
-    than the one small kernel takes to build."""
+    than the one small kernel takes to build. `options` are more Inductor settings."""
     from torch._inductor import config
     from torch._inductor.compile_fx import compile_fx
 
-    with config.patch(compile_threads=1):
+    with config.patch(compile_threads=1, **options):
         return compile_fx(gm, example_inputs)
 
 
@@ -40,7 +43,8 @@ class Kernels:
 
     `layer` names the layer in that warning; `min_size` gives the fewest values an input needs
     to be worth compiling for (read at each call, so that tests may lower it); `dynamic` are the
-    dimensions of every tensor argument that may change between calls without recompiling."""
+    dimensions of every tensor argument that may change between calls without recompiling;
+    `options` are Inductor settings for this layer's kernels."""
 
     def __init__(
         self,
@@ -48,8 +52,10 @@ class Kernels:
         min_size: Callable[[], int],
         devices: frozenset[str] = COMPILED_DEVICES,
         dynamic: tuple[int, ...] = (0,),
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.layer, self.min_size, self.devices, self.dynamic = layer, min_size, devices, dynamic
+        self.options = options or {}
         self.compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
         self.failed = False
 
@@ -67,7 +73,8 @@ class Kernels:
         if not self.wanted(tensors[0]):
             return fn(*tensors, **static)
         if fn not in self.compiled:
-            self.compiled[fn] = torch.compile(fn, dynamic=False, backend=_inductor_one_thread)
+            backend = functools.partial(_inductor_one_thread, **self.options)
+            self.compiled[fn] = torch.compile(fn, dynamic=False, backend=backend)
         for t in tensors:
             for dim in self.dynamic:
                 torch._dynamo.maybe_mark_dynamic(t, dim)

@@ -48,10 +48,6 @@ class LocalResponseNorm(nn.Module):
         return local_response_norm(x, self.window)
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (v[0], v[1])
-
-
 class MaxPool2d(nn.MaxPool2d):
     """`nn.MaxPool2d`, computed by `torch_pool`: the same values and gradients, faster on the
     CPU."""
@@ -64,9 +60,7 @@ class MaxPool2d(nn.MaxPool2d):
         ceil_mode: bool = False,
     ):
         super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode)
-        self.pool = Pool(
-            _pair(kernel_size), _pair(stride or kernel_size), _pair(padding), ceil_mode
-        )
+        self.pool = Pool.of(kernel_size, stride, padding, ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return max_pool2d(x, self.pool)

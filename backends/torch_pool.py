@@ -32,6 +32,10 @@ MIN_COMPILED = 1 << 20
 NO_WINDOW = 255  # offset sentinel of the one-byte index: k_h·k_w ≤ 255 windows elements
 
 
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -44,6 +48,17 @@ class Pool:
     stride: tuple[int, int]
     padding: tuple[int, int]
     ceil: bool
+
+    @classmethod
+    def of(
+        cls,
+        kernel: int | tuple[int, int],
+        stride: int | tuple[int, int] | None,
+        padding: int | tuple[int, int],
+        ceil: bool,
+    ) -> Pool:
+        """From `nn.MaxPool2d`'s arguments: an int for both axes; no stride, the kernel."""
+        return cls(_pair(kernel), _pair(stride or kernel), _pair(padding), ceil)
 
     def out_size(self, size: int, axis: int) -> int:
         """aten's output size: with ceil, a last window must start inside the input or the
@@ -117,7 +132,7 @@ def backward(
     # the last window-row (column) any input element reaches
     pads = (tw - 1, cols - wo, th - 1, rows - ho)
     g = F.pad(g, pads)
-    offset = F.pad(offset, pads, value=NO_WINDOW).to(torch.int32)
+    offset = F.pad(offset.to(torch.int32), pads, value=NO_WINDOW)
     row_class = (torch.arange(h, device=g.device) + ph) % sh
 
     def spread(t: torch.Tensor, down: int, right: int) -> torch.Tensor:
@@ -155,7 +170,13 @@ def unpack(packed: torch.Tensor, dtype: torch.dtype, pool: Pool, width: int) -> 
 
 class _Kernels(Kernels):
     def __init__(self) -> None:
-        super().__init__("max pool", lambda: MIN_COMPILED, devices=frozenset({"cpu"}))
+        super().__init__(
+            "max pool",
+            lambda: MIN_COMPILED,
+            devices=frozenset({"cpu"}),
+            # fp16 and bf16 sums rounded after each add, as aten's backward does
+            options={"emulate_precision_casts": True},
+        )
 
 
 KERNELS = _Kernels()

@@ -16,21 +16,19 @@ overflow past 256.
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from netspec.backends.torch_kernels import COMPILE_ENV as COMPILE_ENV
+from netspec.backends.torch_kernels import Kernels
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-COMPILE_ENV = "NETSPEC_COMPILE"
 # Below this many values a call is over in a millisecond or two, and compiling (seconds, once
 # per shape) would not pay for itself; tests and tiny nets stay eager.
 MIN_COMPILED = 1 << 20
-COMPILED_DEVICES = frozenset({"cpu", "cuda"})
 
 
 @dataclass(frozen=True)
@@ -135,51 +133,9 @@ def backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, w: Window) -> to
     return _like(gq * s - (2 * w.alpha * w.beta) * a * window_sum(gq * a, w.transposed()), x)
 
 
-def _inductor_one_thread(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
-    """Inductor, compiling in this process: a pool of compile workers costs more to start
-    than the one small kernel takes to build."""
-    from torch._inductor import config
-    from torch._inductor.compile_fx import compile_fx
-
-    with config.patch(compile_threads=1):
-        return compile_fx(gm, example_inputs)
-
-
-class _Kernels:
-    """Each function eager, and compiled on first use; compiling is given up, with one
-    warning, the first time it fails."""
-
+class _Kernels(Kernels):
     def __init__(self) -> None:
-        self.compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
-        self.failed = False
-
-    def wanted(self, x: torch.Tensor) -> bool:
-        return (
-            not self.failed
-            and os.environ.get(COMPILE_ENV, "1") != "0"
-            and x.device.type in COMPILED_DEVICES
-            and x.numel() >= MIN_COMPILED
-        )
-
-    def run(self, fn: Callable[..., Any], *tensors: torch.Tensor, w: Window) -> Any:
-        if not self.wanted(tensors[0]):
-            return fn(*tensors, w)
-        if fn not in self.compiled:
-            self.compiled[fn] = torch.compile(fn, dynamic=False, backend=_inductor_one_thread)
-        for t in tensors:  # one kernel for every batch size
-            torch._dynamo.maybe_mark_dynamic(t, 0)
-        try:
-            return self.compiled[fn](*tensors, w)
-        except torch._dynamo.exc.BackendCompilerFailed as exc:
-            self.failed = True
-            reason = str(exc).strip().splitlines()[0]
-            warnings.warn(
-                f"LRN runs uncompiled, and so more slowly: torch.compile failed ({reason}). "
-                f"Set {COMPILE_ENV}=0 to skip the attempt.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return fn(*tensors, w)
+        super().__init__("LRN", lambda: MIN_COMPILED)
 
 
 KERNELS = _Kernels()

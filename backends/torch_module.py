@@ -64,7 +64,7 @@ def _lrn(node: Node, in_size: int, groups: int) -> nn.Module:
 @builds(L.MaxPool)
 def _maxpool(node: Node, in_size: int, groups: int) -> nn.Module:
     layer = layer_as(node, L.MaxPool)
-    return nn.MaxPool2d(
+    return T.MaxPool2d(
         layer.kernel, layer.stride or layer.kernel, layer.padding, ceil_mode=layer.ceil
     )
 

@@ -1,6 +1,7 @@
 """python -m benchmarks [--device cuda] [--repeats N]: netspec against its references, one table.
 
-`make bench` runs it on the CPU; `--only lrn,steps --batches 16` runs a part.
+`make bench` runs it on the CPU; `--only lrn,steps --batches 16` runs a part;
+`--only pool` the max pool rows.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-from benchmarks import construct, lrn, pipeline, steps
+from benchmarks import construct, lrn, pipeline, pool, steps
 from benchmarks.timing import Row
 
-PARTS = ("lrn", "steps", "construct", "pipeline")
+PARTS = ("lrn", "pool", "steps", "construct", "pipeline")
 
 
 def device_name(device: torch.device) -> str:
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         notes += lrn_notes
         if device.type == "cpu":
             notes.append(lrn.first_call_in_fresh_processes())
+    if "pool" in parts:
+        pool_rows, pool_notes = pool.rows(device, args.repeats)
+        rows += pool_rows
+        notes += pool_notes
+        if device.type == "cpu":
+            notes.append(pool.first_call_in_fresh_processes())
     if "steps" in parts:
         rows += steps.rows(device, args.repeats, batches)
     if "construct" in parts:

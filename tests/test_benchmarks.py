@@ -33,5 +33,5 @@ def test_unknown_part_is_refused():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "python -m benchmarks: error: --only: unknown part speed; "
-        "choose from lrn, steps, construct, pipeline"
+        "choose from lrn, pool, steps, construct, pipeline"
     )

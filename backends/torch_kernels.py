@@ -59,18 +59,26 @@ class Kernels:
         self.compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
         self.failed = False
 
-    def wanted(self, x: torch.Tensor) -> bool:
+    def wanted(self, x: torch.Tensor, values: int | None = None) -> bool:
+        """Whether to compile for x, or for `values` values on x's device."""
         return (
             not self.failed
             and compiling_enabled()
             and x.device.type in self.devices
-            and x.numel() >= self.min_size()
+            and (x.numel() if values is None else values) >= self.min_size()
         )
 
-    def run(self, fn: Callable[..., Any], *tensors: torch.Tensor, **static: Any) -> Any:
+    def run(
+        self,
+        fn: Callable[..., Any],
+        *tensors: torch.Tensor,
+        values: int | None = None,
+        **static: Any,
+    ) -> Any:
         """fn(*tensors, **static), compiled where `wanted`; the static arguments are constants
-        of the compiled code (a new value compiles anew)."""
-        if not self.wanted(tensors[0]):
+        of the compiled code (a new value compiles anew). Whether it pays is decided by the
+        first tensor's size, or by `values` (a backward decides as its forward did)."""
+        if not self.wanted(tensors[0], values):
             return fn(*tensors, **static)
         if fn not in self.compiled:
             backend = functools.partial(_inductor_one_thread, **self.options)

@@ -188,13 +188,16 @@ class _MaxPool(torch.autograd.Function):
         y, offset = KERNELS.run(forward_saving, x, pool=pool)
         ctx.save_for_backward(offset)
         ctx.pool, ctx.size = pool, tuple(x.shape[-2:])  # type: ignore[attr-defined]
+        ctx.values = x.numel()  # type: ignore[attr-defined]
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         (offset,) = ctx.saved_tensors
-        packed = KERNELS.run(backward, g.contiguous(), offset, pool=ctx.pool, size=ctx.size)
+        packed = KERNELS.run(
+            backward, g.contiguous(), offset, values=ctx.values, pool=ctx.pool, size=ctx.size
+        )
         return unpack(packed, g.dtype, ctx.pool, ctx.size[1]), None
 
 

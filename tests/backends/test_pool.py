@@ -131,6 +131,13 @@ def test_compiled_stride_2_with_ties_and_batch_sizes(compiled, monkeypatch):
     assert len(builds) == 3  # one kernel each, whatever the batch size
 
 
+def test_backward_compiles_when_its_forward_did(compiled, monkeypatch):
+    x = torch.randn(2, 4, 11, 13).relu()  # 1,144 values in, 240 out
+    monkeypatch.setattr(torch_pool, "MIN_COMPILED", 1000)
+    check_equal_to_aten(MaxPool2d(3, 2), x)
+    assert set(compiled.compiled) == {torch_pool.forward_saving, torch_pool.backward}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("k", "s", "p", "ceil", "h", "w"), WINDOWS)
 def test_compiled_windows(compiled, k, s, p, ceil, h, w):

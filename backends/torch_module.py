@@ -25,18 +25,18 @@ BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
 builds = BUILDERS.register
 
 
+# A layer reading at most this many channels (an image) whose filters are split among the
+# device groups computes each group's filters on their own (see T.PerGroupConv2d).
+FEW_CHANNELS = 4
+
+
 @builds(L.Conv)
 def _conv(node: Node, in_size: int, groups: int) -> nn.Module:
     layer = layer_as(node, L.Conv)
-    return nn.Conv2d(
-        in_size,
-        layer.filters,
-        layer.kernel,
-        layer.stride,
-        layer.padding,
-        groups=node.groups,
-        bias=layer.bias,
-    )
+    args = (in_size, layer.filters, layer.kernel, layer.stride, layer.padding)
+    if node.split and node.groups == 1 and groups > 1 and in_size <= FEW_CHANNELS:
+        return T.PerGroupConv2d(*args, bias=layer.bias, parts=groups)
+    return nn.Conv2d(*args, groups=node.groups, bias=layer.bias)
 
 
 @builds(L.Linear)

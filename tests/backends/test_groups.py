@@ -75,3 +75,24 @@ def test_grouped_linear_is_block_diagonal():
     w = fc1.weight  # (12, 30): units 0-5 see features 0-29, units 6-11 features 30-59
     expected = torch.cat([x[:, :30] @ w[:6].T, x[:, 30:] @ w[6:].T], 1) + fc1.bias
     torch.testing.assert_close(fc1(x), expected)
+
+
+def test_first_layer_computes_each_groups_filters_on_its_own():
+    from netspec.backends.torch_layers import PerGroupConv2d
+
+    model = compile(load_spec(ROOT / "specs/alexnet.yaml"), device="meta")
+    assert isinstance(model.conv1, PerGroupConv2d) and model.conv1.parts == 2
+    assert type(model.conv3) is torch.nn.Conv2d  # 256 channels in: one convolution
+    torch.manual_seed(0)
+    split = PerGroupConv2d(3, 8, 5, 2, 1, parts=2)
+    whole = torch.nn.Conv2d(3, 8, 5, 2, 1)
+    whole.load_state_dict(split.state_dict())
+    x = torch.randn(4, 3, 21, 21)
+    outs = [m(x) for m in (split, whole)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(outs[0])
+    for out in outs:
+        out.backward(g)
+    for name in ("weight", "bias"):
+        a, b = getattr(split, name).grad, getattr(whole, name).grad
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.__main__ import table
 from benchmarks.timing import Row, interleaved
 from tests.conftest import ROOT
@@ -22,6 +24,7 @@ def test_candidates_run_in_turn():
     assert set(medians) == {"a", "b"} and all(s >= 0 for s in medians.values())
 
 
+@pytest.mark.slow
 def test_unknown_part_is_refused():
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "lrn,speed"],

@@ -33,6 +33,7 @@ def test_build_does_not_import_torch(fmt):
     assert build_in_fresh_process(str(ROOT / "specs/alexnet.yaml"), *fmt) == "0 []"
 
 
+@pytest.mark.slow
 def test_check_module_builds_the_torch_module():
     assert build_in_fresh_process(str(ROOT / "specs/alexnet.yaml"), "--check-module") == (
         "0 ['torch']"

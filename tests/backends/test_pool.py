@@ -108,6 +108,7 @@ def compiled(monkeypatch):
     assert not kernels.failed
 
 
+@pytest.mark.slow
 def test_compiled_stride_2_with_ties_and_batch_sizes(compiled, monkeypatch):
     builds, inductor = [], torch_kernels._inductor_one_thread
 
@@ -131,6 +132,7 @@ def test_compiled_stride_2_with_ties_and_batch_sizes(compiled, monkeypatch):
     assert len(builds) == 3  # one kernel each, whatever the batch size
 
 
+@pytest.mark.slow
 def test_backward_compiles_when_its_forward_did(compiled, monkeypatch):
     x = torch.randn(2, 4, 11, 13).relu()  # 1,144 values in, 240 out
     monkeypatch.setattr(torch_pool, "MIN_COMPILED", 1000)

@@ -4,6 +4,10 @@ SIGTERM is what `timeout`, batch schedulers and torch's launcher send. Turned in
 exception raised wherever the program is, it unwinds like Ctrl-C: a training run saves
 interrupted.pt, half-generated data is removed, the command ends with one line. The exit
 status says which it was: 130 for Ctrl-C, 143 for SIGTERM (128 + the signal, as shells do).
+
+An exception raised by a signal handler can land inside a finalizer (a DataLoader iterator's
+`__del__`, a weakref callback), where Python prints it and carries on. So each signal is also
+recorded, and `raise_pending` raises it again at the loop's next step: a Ctrl-C is never lost.
 """
 
 from __future__ import annotations
@@ -21,18 +25,35 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does."""
 
 
+STOPS: dict[int, type[KeyboardInterrupt]] = {
+    signal.SIGINT: KeyboardInterrupt,
+    signal.SIGTERM: Terminated,
+}
+_pending: list[type[KeyboardInterrupt]] = []  # signals received in the current block
+
+
+def _stop(signum: int, frame: Any) -> None:
+    _pending.append(STOPS[signum])
+    raise STOPS[signum]
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` (in the main thread)."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    """Within the block, SIGINT raises KeyboardInterrupt and SIGTERM `Terminated` (in the main
+    thread), and both are recorded for `raise_pending`."""
+    previous = {signum: signal.signal(signum, _stop) for signum in STOPS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _pending.clear()
+
+
+def raise_pending() -> None:
+    """Raise again a signal received in this block, in case a finalizer swallowed it."""
+    if _pending:
+        raise _pending[0]
 
 
 def describe(exc: KeyboardInterrupt) -> str:

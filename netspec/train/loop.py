@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from netspec import compile
+from netspec.interrupt import raise_pending
 from netspec.spec.model import Spec
 from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
 from netspec.train.checks import open_training_data
@@ -79,6 +80,7 @@ def train_epoch(
     wait = 0.0
     start = tick = time.perf_counter()
     for step, (x, y) in enumerate(batches, 1):
+        raise_pending()
         wait += time.perf_counter() - tick
         x, y = opts.prepare(x), y.to(opts.device, non_blocking=True)
         with torch.autocast(opts.device.type, enabled=opts.amp):
@@ -183,6 +185,7 @@ class Run:
         )
         try:
             while self.epoch < self.cfg.epochs:
+                raise_pending()
                 self.run_epoch()
         except KeyboardInterrupt:
             # last.pt stays the resume point; keep the unfinished epoch's weights beside it

@@ -18,6 +18,7 @@ import torchvision
 from benchmarks import construct, lrn, pipeline, pool, steps
 from benchmarks.timing import Row
 
+COMPILED_LAYERS = {"lrn": lrn, "pool": pool}  # each: rows() and first_call_in_fresh_processes()
 PARTS = ("lrn", "pool", "steps", "construct", "pipeline")
 
 
@@ -74,18 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(conditions(device, args.repeats, batches)), flush=True)
     rows: list[Row] = []
     notes: list[str] = []
-    if "lrn" in parts:
-        lrn_rows, lrn_notes = lrn.rows(device, args.repeats)
-        rows += lrn_rows
-        notes += lrn_notes
-        if device.type == "cpu":
-            notes.append(lrn.first_call_in_fresh_processes())
-    if "pool" in parts:
-        pool_rows, pool_notes = pool.rows(device, args.repeats)
-        rows += pool_rows
-        notes += pool_notes
-        if device.type == "cpu":
-            notes.append(pool.first_call_in_fresh_processes())
+    for name, compiled in COMPILED_LAYERS.items():
+        if name in parts:
+            part_rows, part_notes = compiled.rows(device, args.repeats)
+            rows += part_rows
+            notes += part_notes
+            if device.type == "cpu":
+                notes.append(compiled.first_call_in_fresh_processes())
     if "steps" in parts:
         rows += steps.rows(device, args.repeats, batches)
     if "construct" in parts:

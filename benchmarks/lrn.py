@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -13,7 +9,7 @@ import torch
 from netspec.backends.torch_layers import LocalResponseNorm
 from torch import nn
 
-from benchmarks.timing import Row, interleaved, synchronize
+from benchmarks.timing import Row, cold_and_warm, interleaved, synchronize
 
 SHAPE = (32, 96, 55, 55)  # conv1's output in AlexNet, batch 32
 SIZE, ALPHA, BETA, K = 5, 1e-4, 0.75, 2.0
@@ -69,19 +65,8 @@ print(time.perf_counter() - start)
 def first_call_in_fresh_processes() -> str:
     """Seconds to the first LRN forward + backward in a new process (torch already imported),
     with Inductor's on-disk cache empty, then with it filled by that first process."""
-    seconds = []
-    with tempfile.TemporaryDirectory() as cache:
-        for _ in range(2):
-            done = subprocess.run(
-                [sys.executable, "-c", FIRST_CALL],
-                env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=300,
-            )
-            seconds.append(float(done.stdout.split()[-1]))
+    cold, warm = cold_and_warm(FIRST_CALL, timeout=300)
     return (
-        f"LRN's first call in a fresh process, compiling included: {seconds[0]:.1f} s with "
-        f"Inductor's cache empty, {seconds[1]:.1f} s with it filled"
+        f"LRN's first call in a fresh process, compiling included: {cold:.1f} s with "
+        f"Inductor's cache empty, {warm:.1f} s with it filled"
     )

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -13,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from netspec.backends.torch_layers import MaxPool2d
 
-from benchmarks.timing import Row, interleaved, synchronize
+from benchmarks.timing import Row, cold_and_warm, interleaved, synchronize
 
 SHAPES = ((128, 96, 55, 55), (128, 256, 27, 27))  # AlexNet's pool1 and pool2 inputs, batch 128
 KERNEL, STRIDE = 3, 2
@@ -80,20 +76,9 @@ print(time.perf_counter() - start)
 def first_call_in_fresh_processes() -> str:
     """Seconds to the first forward + backward of AlexNet's three pools in a new process
     (torch already imported), with Inductor's cache empty, then filled by that first process."""
-    seconds = []
-    with tempfile.TemporaryDirectory() as cache:
-        for _ in range(2):
-            done = subprocess.run(
-                [sys.executable, "-c", FIRST_CALL],
-                env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=600,
-            )
-            seconds.append(float(done.stdout.split()[-1]))
+    cold, warm = cold_and_warm(FIRST_CALL, timeout=600)
     return (
         "max pool's first calls in a fresh process (pool1, pool2 and pool5 shapes, forward + "
-        f"backward), compiling included: {seconds[0]:.1f} s with Inductor's cache empty, "
-        f"{seconds[1]:.1f} s with it filled"
+        f"backward), compiling included: {cold:.1f} s with Inductor's cache empty, "
+        f"{warm:.1f} s with it filled"
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,3 +55,21 @@ def interleaved(
             synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in seconds.items()}
+
+
+def cold_and_warm(code: str, timeout: float) -> tuple[float, float]:
+    """Seconds `code` prints (its last word) in a new process, first with Inductor's on-disk
+    cache empty, then with it filled by that first process."""
+    seconds = []
+    with tempfile.TemporaryDirectory() as cache:
+        for _ in range(2):
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=timeout,
+            )
+            seconds.append(float(done.stdout.split()[-1]))
+    return seconds[0], seconds[1]

@@ -8,7 +8,6 @@ references, in float32 and half precision.
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from netspec.backends import torch_lrn
 from netspec.backends.torch_layers import LocalResponseNorm
 
 from netspec.spec.layers import LRN_WINDOWS
+from tests.backends.conftest import compiling_everything
 from tests.conftest import ROOT
 
 
@@ -230,15 +230,7 @@ def test_compile_switched_off_by_environment(monkeypatch):
 
 @pytest.fixture
 def compiled(monkeypatch):
-    """Every call compiled, however small; fails the test on the fallback's warning."""
-    kernels = torch_lrn._Kernels()
-    monkeypatch.setattr(torch_lrn, "KERNELS", kernels)
-    monkeypatch.setattr(torch_lrn, "MIN_COMPILED", 0)
-    monkeypatch.delenv(torch_lrn.COMPILE_ENV, raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        yield kernels
-    assert not kernels.failed
+    yield from compiling_everything(monkeypatch, torch_lrn)
 
 
 @pytest.mark.slow

@@ -6,13 +6,13 @@ is checked eagerly in float64 over many windows; the compiled kernels (compiling
 on small inputs with the size threshold lowered to 0.
 """
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
 from netspec.backends import torch_kernels, torch_pool
 from netspec.backends.torch_layers import MaxPool2d
+
+from tests.backends.conftest import compiling_everything
 
 # (kernel, stride, padding, ceil, input height, width): overlapping and not, padded, Caffe's
 # ceil mode with a ragged last window, non-square windows, a stride wider than the kernel
@@ -97,15 +97,7 @@ def test_below_threshold_and_switched_off_are_atens_own(monkeypatch):
 
 @pytest.fixture
 def compiled(monkeypatch):
-    """Every call compiled, however small; fails the test on the fallback's warning."""
-    kernels = torch_pool._Kernels()
-    monkeypatch.setattr(torch_pool, "KERNELS", kernels)
-    monkeypatch.setattr(torch_pool, "MIN_COMPILED", 0)
-    monkeypatch.delenv(torch_kernels.COMPILE_ENV, raising=False)
-    with warnings.catch_warnings(), torch._dynamo.config.patch(recompile_limit=64):
-        warnings.simplefilter("error", RuntimeWarning)
-        yield kernels
-    assert not kernels.failed
+    yield from compiling_everything(monkeypatch, torch_pool)
 
 
 @pytest.mark.slow

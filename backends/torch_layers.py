@@ -53,8 +53,8 @@ class LocalResponseNorm(nn.Module):
 class PerGroupConv2d(nn.Conv2d):
     """A convolution whose device groups each compute their own filters from the whole input,
     as each of the paper's GPUs computed its half of conv1. On the CPU that is faster for a
-    first layer: oneDNN's weight gradient for AlexNet's 96 filters of 11×11 over 3 channels
-    takes 2.5 times as long as for 48 at batch 128, not twice. Elsewhere (CUDA, a compiled
+    first layer at large batches: AlexNet's conv1 at batch 128 took 298 ms as two halves
+    against 382 ms whole (`python -m benchmarks.side_costs`). Elsewhere (CUDA, a compiled
     or exported network) it is one convolution. Parameters and values are `nn.Conv2d`'s."""
 
     def __init__(self, *args: Any, parts: int, **kwargs: Any):

@@ -3,11 +3,11 @@
 glibc serves every block over 32 MiB with its own `mmap` and unmaps it again on `free`. A
 training step on the CPU allocates and frees each of its large activation maps (AlexNet's
 first maps are 150 MB at batch 128), so every step would fault in and zero all of them anew:
-a third of a step of the paper's network on a 2-core machine. Told to serve large blocks from
-its heap and never to hand freed memory back (`mallopt`: M_MMAP_MAX 0, M_TRIM_THRESHOLD off),
-glibc gives each step the pages the previous one freed. The process then keeps its peak
-memory until it ends, as a training run does anyway. Other C libraries are left alone, and
-NETSPEC_KEEP_MEMORY=0 leaves glibc's own policy.
+the paper's network stepped 1.2 times slower at batch 128 on a 2-core machine (`make bench`).
+Told to serve large blocks from its heap and never to hand freed memory back (`mallopt`:
+M_MMAP_MAX 0, M_TRIM_THRESHOLD off), glibc gives each step the pages the previous one freed.
+The process then keeps its peak memory until it ends, as a training run does anyway. Other C
+libraries are left alone, and NETSPEC_KEEP_MEMORY=0 leaves glibc's own policy.
 """
 
 from __future__ import annotations

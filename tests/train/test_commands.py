@@ -143,9 +143,11 @@ def test_ctrl_c_while_starting_up_is_one_line(data, tmp_path):
     assert p.wait(timeout=60) == 130
     err = p.stderr.read().strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
+    # where the second lands depends on the machine's load: each place has its own one line
     assert err[0] in (
         "netspec train: interrupted",
         "netspec train: interrupted; stopped before training began; nothing to resume",
+        "netspec train: interrupted; no epoch had finished, so there is nothing to resume",
     )
 
 

@@ -1,4 +1,4 @@
-"""The `netspec` command: build · draw · train · eval · export · ablate · schema.
+"""The `netspec` command: build · draw · pack · train · eval · export · ablate · schema.
 
 A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
 status 2; `--debug` shows the traceback instead.
@@ -83,14 +83,61 @@ def _draw_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _allow_stale_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="use a packed store even if its source folder changed since it was packed",
+    )
+
+
+@command(
+    "pack",
+    "decode a data folder once into a packed store that train, eval and ablate read",
+    "netspec.train.pack:run_pack",
+)
+def _pack_arguments(p: argparse.ArgumentParser) -> None:
+    from netspec.spec.settings import DataConfig
+
+    p.add_argument(
+        "data",
+        help="an image folder with train/<class>/ and val/<class>/ (or ImageNet's layout with "
+        "its devkit), or 'shapes'",
+    )
+    p.add_argument("-o", "--output", required=True, help="the store's folder (new or empty)")
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=256,
+        help="shorter side in pixels, then the central square is kept (default 256, the "
+        "paper's; must equal the spec's data.resize)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="decoding processes (default: one per CPU core)",
+    )
+    p.add_argument(
+        "--stats-images",
+        type=int,
+        default=DataConfig.model_fields["stats_images"].default,
+        metavar="N",
+        help="fit the mean image and PCA on at most N training images, as train does "
+        "(default: the spec language's data.stats_images)",
+    )
+
+
 @command("train", "train a spec on an image folder", "netspec.train.commands:run_train")
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument(
         "--data",
         required=True,
-        help="an image folder with train/<class>/ and val/<class>/, or 'shapes'",
+        help="an image folder with train/<class>/ and val/<class>/, a store netspec pack "
+        "wrote, or 'shapes'",
     )
+    _allow_stale_argument(p)
     p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -129,7 +176,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
     p.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
-    p.add_argument("--data", required=True, help="the image folder (its val/ split) or 'shapes'")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="the image folder (its val/ split), a store netspec pack wrote, or 'shapes'",
+    )
+    _allow_stale_argument(p)
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
     p.add_argument("--workers", type=int, help="override data.workers")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
@@ -176,7 +228,10 @@ def _seeds(text: str) -> int | list[int]:
 )
 def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="the study file, e.g. studies/paper.yaml")
-    p.add_argument("--data", help="override the study's data: 'shapes' or an image folder")
+    p.add_argument(
+        "--data", help="override the study's data: 'shapes', an image folder or a packed store"
+    )
+    _allow_stale_argument(p)
     p.add_argument("--epochs", type=int, help="override the study's epochs")
     p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
     p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")

@@ -36,6 +36,24 @@ class UsageError(Exception):
     """A mistake on the command line or in a data folder: one line, exit status 2."""
 
 
+class DataError(UsageError):
+    """A mistake in the user's data (a folder, a store); `str()` is one line naming the path
+    and the fix.
+
+    Raised from a DataLoader worker, it comes back inside a frame <-> exception cycle that
+    holds the loader iterator: a caller that catches it and carries on should call
+    `traceback.clear_frames(err.__traceback__)`, or the workers linger 5 s each at the next gc.
+    """
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader re-raises a worker's exception as DataError(<whole traceback text>),
+        # whose last line is "netspec.errors.DataError: <message>": keep just the message.
+        if "\n" in message:
+            message = message.rstrip().splitlines()[-1]
+            message = message.removeprefix(f"{__name__}.{type(self).__qualname__}: ")
+        super().__init__(message)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` when a close match exists, else an empty string."""
     match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

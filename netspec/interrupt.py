@@ -13,6 +13,7 @@ recorded, and `raise_pending` raises it again at the loop's next step: a Ctrl-C 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -62,3 +63,20 @@ def describe(exc: KeyboardInterrupt) -> str:
 
 def exit_status(exc: KeyboardInterrupt) -> int:
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> None:
+    """Make the kernel kill this process when `parent`, the process that started it, dies,
+    however it dies (kill -9 included), so that no worker outlives its command; Linux only.
+    Called first thing in a worker process; it also ignores Ctrl-C there, which the parent
+    handles for all of them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

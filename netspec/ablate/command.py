@@ -34,9 +34,10 @@ def run_ablate(args: argparse.Namespace) -> int:
     todo = [(job, state) for job, state in states if state in ("new", "resume")]
     _say_plan(plan, states, args.jobs)
     if todo:
-        _check_data(plan, data)
+        _check_data(plan, data, args.allow_stale)
+        flags = ["--allow-stale"] if args.allow_stale else []
         try:
-            outcomes = Runner(plan, data, args.jobs).run(todo)
+            outcomes = Runner(plan, data, args.jobs, flags).run(todo)
         except KeyboardInterrupt:
             print(
                 "\nnetspec ablate: interrupted; the runs keep their last finished epoch: "
@@ -80,14 +81,14 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _check_data(plan: Plan, data: str) -> None:
+def _check_data(plan: Plan, data: str, allow_stale: bool) -> None:
     """Each variant fits the data, checked (and the statistics fitted) once, before any run."""
     root = resolve_data_dir(data)
     for variant in plan.study.variants:
         spec = load_spec(plan.spec_path, plan.overrides(variant))
         check_sizes(spec)
-        found = open_data(root, spec.data)
-        check_data_fits(spec, found.train_set.folder, found.classes)
+        found = open_data(root, spec.data, stale="allow" if allow_stale else "refuse")
+        check_data_fits(spec, found.train_set.where, found.classes)
 
 
 def _report(plan: Plan, jobs: list[Job]) -> None:

@@ -92,9 +92,11 @@ def state_of(plan: Plan, job: Job, data: str) -> State:
     return "finished" if rows and rows[-1]["epoch"] >= plan.epochs else "resume"
 
 
-def command(plan: Plan, job: Job, data: str, resume: bool) -> list[str]:
-    """The `netspec train` command line of a job, as a user would type it."""
+def command(plan: Plan, job: Job, data: str, resume: bool, flags: Sequence[str] = ()) -> list[str]:
+    """The `netspec train` command line of a job, as a user would type it; `flags` are the
+    study's own (--allow-stale)."""
     train = [sys.executable, "-m", "netspec", "train", str(plan.spec_path), "--data", data]
+    train += flags
     if resume:  # the run folder's spec.yaml holds the variant, the seed and the epochs
         return [*train, "--resume", str(job.folder)]
     sets = [arg for text in train_overrides(plan, job) for arg in ("--set", text)]
@@ -121,8 +123,16 @@ class Outcome:
 class Runner:
     """Runs jobs `jobs` at a time; Ctrl-C stops starting new ones (each run keeps last.pt)."""
 
-    def __init__(self, plan: Plan, data: str, jobs: int, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        plan: Plan,
+        data: str,
+        jobs: int,
+        flags: Sequence[str] = (),
+        log: Callable[[str], None] = print,
+    ):
         self.plan, self.data, self.jobs, self.log = plan, data, jobs, log
+        self.flags = flags
         self.env = thread_env(jobs)
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -147,7 +157,7 @@ class Runner:
         began = time.perf_counter()
         with open(job.folder / LOG, "a") as log:
             code = subprocess.run(
-                command(self.plan, job, self.data, resume=state == "resume"),
+                command(self.plan, job, self.data, state == "resume", self.flags),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

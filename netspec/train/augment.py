@@ -1,34 +1,35 @@
-"""The paper's data augmentation (docs/paper.md, "Data and augmentation") in torch.
+"""The paper's data augmentation (docs/paper.md, "Data and augmentation"), a batch at a time.
 
-One training image goes, in the paper's order:
+A training image is a uint8 `resize`×`resize` square (`netspec.train.decode`, or a packed
+store). It goes, in the paper's order:
 
-    decode → shorter side to `resize`, centre `resize`×`resize` crop (once per load, as uint8)
-    → random `crop`×`crop` window → float pixels in [0, 1] → minus the same window of the mean
-    → PCA colour noise → horizontal mirror with p = 0.5
+    random `crop`×`crop` window → float pixels in [0, 1] → minus the same window of the mean
+    → PCA colour noise → horizontal mirror with p = 0.5 → × `data.pixel_scale`
 
-Evaluation uses the same scale and mean with the centre window, or ten crops. Every output is
-therefore "pixels in [0, 1] minus the training mean" (just [0, 1] when `mean: none`); nothing
-is divided by a standard deviation, as in the paper. The training loop then multiplies each
-batch by `data.pixel_scale` (255: the paper's raw pixel values) on the device.
+The work is split where it is cheapest. The loader (in its worker processes) only cuts the
+uint8 windows out of the squares: a memory copy, four times smaller than float pixels.
+`Finish` does everything else to the whole batch on the device the model is on, CPU or CUDA.
+Whether the squares came from an image folder or a packed store, the same `Finish` code
+completes the batch, so the two give the same numbers bit for bit.
 
-All randomness comes from a `torch.Generator` made for one image in one epoch,
-`sample_generator(seed, epoch, index)`: an image's crop, mirror and colour noise depend on
-(seed, epoch, image index) alone, never on which DataLoader worker or which process loads it.
-So the number of workers or processes does not change what a run computes, and two workers
-can never repeat each other's draws (a known bug in ports that copy one generator per worker).
+Every random choice comes from `netspec.train.draws`: a function of (seed, epoch, image
+index) alone. Evaluation uses the same scale and mean with the centre window, or ten crops,
+and no noise. Every output is "(pixels in [0, 1] minus the training mean) × pixel_scale";
+nothing is divided by a standard deviation, as in the paper.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from netspec.spec.settings import DataConfig
+from netspec.train.draws import draw
 
 # The widely copied ImageNet values (docs/paper.md), pixels in [0, 1]. docs/paper.md lists the
 # ROWS of the matrix below; its COLUMNS are the eigenvectors p1, p2, p3. The first column is
@@ -53,59 +54,6 @@ class Stats:
     mean: Tensor  # 3×resize×resize mean image, float32
     eigvals: Tensor  # (3,) RGB covariance eigenvalues, descending
     eigvecs: Tensor  # 3×3, column i is the eigenvector of eigvals[i]
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where a training crop came from: its top-left corner, and whether it was mirrored."""
-
-    top: int
-    left: int
-    flip: bool
-
-
-# Modes whose values are not 8-bit, and the value that is white in each: Pillow holds 16-bit
-# PNGs and TIFFs as I;16 and 16-bit PGMs as I, and floating-point images hold intensities in
-# [0, 1]. Pillow's own convert() clips all of them at 255, turning 16-bit images white.
-WIDE_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB of an image in any mode Pillow opens.
-
-    Grey of more than 8 bits is scaled (value / white · 255, rounded, clipped), not clipped;
-    transparency (an alpha channel, or a palette's transparent entry) is composited over
-    white, as an image viewer shows it, rather than dropped to reveal whatever colour the
-    transparent pixels happen to store; CMYK, 1-bit, palettes and the rest convert as Pillow
-    converts them.
-    """
-    if img.mode in WIDE_WHITE:
-        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
-        grey = np.clip(np.rint(values * (255 / WIDE_WHITE[img.mode])), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    img = img.convert(PREMULTIPLIED[img.mode]) if img.mode in PREMULTIPLIED else img
-    if img.mode in ("LA", "PA", "RGBA") or "transparency" in img.info:
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
-    return img.convert("RGB")
-
-
-def rescale_and_center(img: Image.Image, resize: int) -> Image.Image:
-    """RGB image with the shorter side scaled to `resize`, then its central square."""
-    img = to_rgb(img)
-    w, h = img.size
-    scale = resize / min(w, h)
-    size = (max(resize, round(w * scale)), max(resize, round(h * scale)))
-    if size != img.size:
-        img = img.resize(size, Image.Resampling.BILINEAR)
-    left, top = (size[0] - resize) // 2, (size[1] - resize) // 2
-    return img.crop((left, top, left + resize, top + resize))
-
-
-def to_tensor(img: Image.Image) -> Tensor:
-    """uint8 C×H×W tensor of an RGB image (no scaling: that happens after cropping)."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def fit_pca(pixels: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,35 +91,6 @@ def _eig_descending(cov: Tensor) -> tuple[Tensor, Tensor]:
     return eigvals.flip(0).to(torch.float32), eigvecs.flip(1).to(torch.float32)
 
 
-def pca_noise(
-    img: Tensor, eigvecs: Tensor, eigvals: Tensor, std: float, generator: torch.Generator
-) -> Tensor:
-    """`img` (float, 3×H×W, [0, 1] scale) plus [p1 p2 p3]·[α1λ1, α2λ2, α3λ3]ᵀ at every pixel.
-
-    α = std · randn(3) from `generator`: normal, not uniform, one draw per call (per image, each
-    time it is used). No clipping, as in the paper.
-    """
-    alpha = torch.randn(3, generator=generator) * std
-    return img + (eigvecs @ (alpha * eigvals)).view(3, 1, 1)
-
-
-def draw_window(size: int, crop: int, mirror: bool, generator: torch.Generator) -> Window:
-    """A uniformly random crop position in a size×size image, and a mirror coin (p = 0.5)."""
-    top, left = torch.randint(0, size - crop + 1, (2,), generator=generator).tolist()
-    flip = mirror and bool(torch.rand((), generator=generator) < 0.5)
-    return Window(top, left, flip)
-
-
-def ten_crop(img: Tensor, crop: int) -> Tensor:
-    """10×C×crop×crop: top-left, top-right, bottom-left, bottom-right, centre, then the same
-    five mirrored (torchvision's order)."""
-    h, w = img.shape[-2:]
-    ct, cl = (h - crop) // 2, (w - crop) // 2
-    corners = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), (ct, cl)]
-    five = torch.stack([img[:, t : t + crop, x : x + crop] for t, x in corners])
-    return torch.cat([five, five.flip(-1)])
-
-
 def mean_image(cfg: DataConfig, stats: Stats | None) -> Tensor | None:
     """What `cfg.mean` subtracts, as a 3×R×R image (per-channel means broadcast), or None."""
     if cfg.mean == "none":
@@ -188,67 +107,98 @@ def needs_stats(cfg: DataConfig) -> bool:
     return cfg.mean != "none" or cfg.pca == "dataset"
 
 
-def _normalise(img: Tensor, mean: Tensor | None, top: int, left: int) -> Tensor:
-    """uint8 crop at (top, left) → float [0, 1] minus the mean's matching window."""
-    x = img.to(torch.float32) / 255
-    if mean is None:
-        return x
-    h, w = x.shape[-2:]
-    return x - mean[:, top : top + h, left : left + w]
+class Windows(NamedTuple):
+    """Where each crop of a batch is cut and whether it is mirrored: int64 corners and bool
+    flips of shape [B] (one crop an image) or [B, V] (V views, as ten-crop testing takes),
+    and each image's colour-noise weights α ~ N(0, 1)³ (float32 [B, 3]) when training."""
+
+    top: Tensor
+    left: Tensor
+    flip: Tensor
+    alpha: Tensor | None
 
 
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The generator of image `index`'s augmentation in `epoch`.
+class Batch(NamedTuple):
+    """What a loader hands over: uint8 crops ([B, 3, c, c], or [B, V, 3, c, c]), the class
+    labels and dataset indices of the B images, and the windows the crops came from."""
 
-    Its seed is the `index`-th child of the epoch's `SeedSequence([seed, epoch])` (what
-    `.spawn()` would hand out), so it is independent of the epoch's shuffle seed, drawn from
-    that sequence itself, and of every other image's.
+    crops: Tensor
+    labels: Tensor
+    indices: Tensor
+    windows: Windows
+
+
+class TrainWindows:
+    """An epoch's training windows: a random crop and mirror per image, drawn from
+    (seed, epoch, index) by `netspec.train.draws`."""
+
+    def __init__(self, cfg: DataConfig, seed: int, epoch: int) -> None:
+        self.room, self.mirror = cfg.resize - cfg.crop, cfg.mirror
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self, indices: np.ndarray) -> Windows:
+        d = draw(self.seed, self.epoch, indices, self.room, self.mirror)
+        tensors = (torch.from_numpy(a) for a in (d.top, d.left, d.flip, d.alpha))
+        return Windows(*tensors)
+
+
+class EvalWindows:
+    """The centre window, or the ten crops: four corners and the centre, then the same five
+    mirrored (torchvision's order)."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        room, mid = cfg.resize - cfg.crop, (cfg.resize - cfg.crop) // 2
+        corners = [(0, 0), (0, room), (room, 0), (room, room), (mid, mid)]
+        views = corners * 2 if cfg.ten_crop else [(mid, mid)]
+        self.top = torch.tensor([t for t, _ in views])
+        self.left = torch.tensor([x for _, x in views])
+        self.flip = torch.arange(len(views)) >= 5
+        self.ten = cfg.ten_crop
+
+    def __call__(self, indices: np.ndarray) -> Windows:
+        b = len(indices)
+        top, left, flip = (t.expand(b, -1).contiguous() for t in (self.top, self.left, self.flip))
+        if not self.ten:
+            top, left, flip = top[:, 0], left[:, 0], flip[:, 0]
+        return Windows(top, left, flip, None)
+
+
+class Finish:
+    """Completes a loader's batch on `device`: float, mean window, colour noise, mirror, scale.
+
+    Every step works on each image alone (no sum over the batch), so an image's result does
+    not depend on which batch, process or loader worker carried it.
     """
-    sequence = np.random.SeedSequence([seed % 2**64, epoch], spawn_key=(index,))
-    return torch.Generator().manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
 
-
-class TrainTransform:
-    """uint8 3×R×R image → float 3×crop×crop: random window, mean, colour noise, mirror.
-
-    It holds no random state: each call draws from the generator it is given.
-    """
-
-    def __init__(self, cfg: DataConfig, stats: Stats | None) -> None:
-        self.crop, self.mirror, self.pca_std = cfg.crop, cfg.mirror, cfg.pca_std
-        self.mean = mean_image(cfg, stats)
+    def __init__(self, cfg: DataConfig, stats: Stats | None, device: torch.device) -> None:
+        self.device, self.scale, self.crop = device, cfg.pixel_scale, cfg.crop
+        mean = mean_image(cfg, stats)
+        self.mean = None if mean is None else mean.to(device)
         if cfg.pca == "dataset":
             if stats is None:
                 raise ValueError("data.pca: dataset needs training-set statistics")
-            self.pca: tuple[Tensor, Tensor] | None = (stats.eigvals, stats.eigvecs)
+            pca: tuple[Tensor, Tensor] | None = (stats.eigvals, stats.eigvecs)
         else:
-            self.pca = IMAGENET_PCA if cfg.pca == "imagenet" else None
+            pca = IMAGENET_PCA if cfg.pca == "imagenet" else None
+        # p_i · λ_i · σ: the colour noise is Σ_i α_i (p_i λ_i σ), one RGB offset an image
+        self.pca = None if pca is None else (pca[1] * pca[0] * cfg.pca_std).to(device)
 
-    def apply(self, img: Tensor, generator: torch.Generator) -> tuple[Tensor, Window]:
-        """The augmented image and the window it came from. Draw order: window, then α."""
-        window = draw_window(img.shape[-1], self.crop, self.mirror, generator)
-        t, left, c = window.top, window.left, self.crop
-        x = _normalise(img[:, t : t + c, left : left + c], self.mean, t, left)
-        if self.pca is not None:
-            eigvals, eigvecs = self.pca
-            x = pca_noise(x, eigvecs, eigvals, self.pca_std, generator)
-        return (x.flip(-1) if window.flip else x), window
-
-    def __call__(self, img: Tensor, generator: torch.Generator) -> Tensor:
-        return self.apply(img, generator)[0]
-
-
-class EvalTransform:
-    """uint8 3×R×R image → the centre crop (3×c×c), or the ten crops (10×3×c×c) when
-    `cfg.ten_crop`; same scale and mean as training, no randomness."""
-
-    def __init__(self, cfg: DataConfig, stats: Stats | None) -> None:
-        self.crop, self.ten = cfg.crop, cfg.ten_crop
-        self.mean = mean_image(cfg, stats)
-
-    def __call__(self, img: Tensor) -> Tensor:
-        if self.ten:
-            return ten_crop(_normalise(img, self.mean, 0, 0), self.crop)
-        top = left = (img.shape[-1] - self.crop) // 2
-        c = self.crop
-        return _normalise(img[:, top : top + c, left : left + c], self.mean, top, left)
+    def __call__(self, batch: Batch) -> Tensor:
+        """float [N, 3, c, c] on the device, N = B (one crop an image) or B·V (views in order)."""
+        w = batch.windows
+        x = batch.crops.to(self.device, non_blocking=True).flatten(0, -4)
+        x = x.to(torch.float32).div_(255)
+        if self.mean is not None:
+            c, tops, lefts = self.crop, w.top.flatten().tolist(), w.left.flatten().tolist()
+            for j, (t, left) in enumerate(zip(tops, lefts, strict=True)):
+                x[j].sub_(self.mean[:, t : t + c, left : left + c])
+        if self.pca is not None and w.alpha is not None:
+            a, p = w.alpha.to(self.device, non_blocking=True), self.pca
+            # written out term by term: a matrix product may sum in an order that depends on
+            # the batch size, and one image's pixels must not
+            noise = a[:, 0:1] * p[:, 0] + a[:, 1:2] * p[:, 1] + a[:, 2:3] * p[:, 2]
+            x.add_(noise[:, :, None, None])
+        flipped = w.flip.flatten().nonzero().flatten().to(self.device)
+        if len(flipped):
+            x[flipped] = x[flipped].flip(-1)
+        return x.mul_(self.scale)

@@ -18,6 +18,7 @@ from netspec.spec.layers import Linear
 from netspec.spec.model import Spec
 from netspec.train.augment import needs_stats
 from netspec.train.data import Data, open_data
+from netspec.train.store import Stale
 
 SAME_WIDTH = frozenset({"relu", "tanh", "dropout", "batchnorm"})  # pass a vector through
 
@@ -179,14 +180,14 @@ def check_cache(folder: Path) -> None:
         ) from None
 
 
-def open_training_data(spec: Spec, root: Path) -> Data:
-    """ROOT's train and val folders, checked against the spec, with statistics fitted."""
+def open_training_data(spec: Spec, root: Path, stale: Stale = "refuse") -> Data:
+    """ROOT's train and val splits, checked against the spec, with statistics fitted."""
     check_sizes(spec)
-    data = open_data(root, spec.data)
-    check_data_fits(spec, data.train_set.folder, data.classes)
+    data = open_data(root, spec.data, stale=stale)
+    check_data_fits(spec, data.train_set.where, data.classes)
     if len(data.train_set) < spec.train.batch_size:
         raise UsageError(
-            f"{data.train_set.folder} has {len(data.train_set)} images, fewer than "
+            f"{data.train_set.where} has {len(data.train_set)} images, fewer than "
             f"one batch ({spec.train.batch_size}): lower --batch-size"
         )
     return data

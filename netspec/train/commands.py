@@ -43,7 +43,7 @@ from netspec.train.checks import (
     check_workers,
     open_training_data,
 )
-from netspec.train.data import loader, open_val, resolve_data_dir
+from netspec.train.data import open_val, resolve_data_dir, val_loader
 from netspec.train.device import options_for, pick_device
 from netspec.train.distributed import (
     WorkersFailed,
@@ -60,6 +60,7 @@ from netspec.train.loop import Diverged, train
 from netspec.train.parallel import plan, strategy
 from netspec.train.runfolder import RunFolder, default_out
 from netspec.train.shapes_data import cache_root
+from netspec.train.store import Stale
 
 
 def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
@@ -191,7 +192,7 @@ def _launch(args: argparse.Namespace) -> int:
         check_caches(target.spec, args.data)
         # a mistake in the data folder is one line here, not one per worker; and the workers
         # find the built-in set and the statistics cached
-        open_training_data(target.spec, resolve_data_dir(args.data))
+        open_training_data(target.spec, resolve_data_dir(args.data), _stale(args))
         argv = args.argv if args.resume or args.out else [*args.argv, "--out", str(target.out)]
         try:
             launch(argv, args.nproc, args.max_restarts)
@@ -244,7 +245,9 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
         with rank_zero_first():  # the built-in set is generated once
             root = resolve_data_dir(args.data)
         try:
-            train(target.spec, root, out, device, resume=target.resume, parallel=parallel)
+            # netspec's launcher compared a store with its source before it started the workers
+            stale = "unchecked" if world and world.own_launcher else _stale(args)
+            train(target.spec, root, out, device, target.resume, parallel=parallel, stale=stale)
         except Diverged as exc:
             print(f"netspec train: {exc}", file=sys.stderr)
             return 1
@@ -253,6 +256,10 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
                 return _stopped("train", exc, _resume_hint(out))
             return exit_status(exc)
     return 0
+
+
+def _stale(args: argparse.Namespace) -> Stale:
+    return "allow" if args.allow_stale else "refuse"
 
 
 def _resume_hint(out: Path) -> str:
@@ -289,10 +296,10 @@ def _eval(args: argparse.Namespace) -> int:
     model.to(device)
     if args.data == "shapes":
         check_cache(cache_root())
-    val_set = open_val(resolve_data_dir(args.data), spec.data, stats)
-    check_data_fits(spec, val_set.folder, val_set.classes)
-    batches = loader(val_set, spec.train.batch_size, spec.data.workers)
-    val = evaluate(model, batches, options_for(spec, device))
+    val_set = open_val(resolve_data_dir(args.data), spec.data, _stale(args))
+    check_data_fits(spec, val_set.where, val_set.classes)
+    batches = val_loader(val_set, spec.data, spec.train.batch_size)
+    val = evaluate(model, batches, options_for(spec, device, stats))
     crops = "ten crops" if spec.data.ten_crop else "centre crop"
     print(
         f"{len(val_set)} images, {crops}: loss {val['val_loss']:.4f}  "

@@ -9,6 +9,7 @@ import torch
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
 from netspec.train.allocator import keep_freed_memory
+from netspec.train.augment import Finish, Stats
 from netspec.train.evaluate import Options
 
 
@@ -28,9 +29,12 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
-def options_for(spec: Spec, device: torch.device, note: bool = True) -> Options:
-    """The spec's amp and channels_last, which apply on CUDA only (a note says so elsewhere,
-    unless `note` is off: a process other than the main one)."""
+def options_for(
+    spec: Spec, device: torch.device, stats: Stats | None, note: bool = True
+) -> Options:
+    """The spec's augmentation (with the training set's `stats`), amp and channels_last,
+    which apply on CUDA only (a note says so elsewhere, unless `note` is off: a process other
+    than the main one)."""
     cuda = device.type == "cuda"
     for flag in ("amp", "channels_last"):
         if getattr(spec.train, flag) and not cuda and note:
@@ -38,6 +42,5 @@ def options_for(spec: Spec, device: torch.device, note: bool = True) -> Options:
                 f"note: train.{flag} applies on CUDA only; ignored on {device.type}",
                 file=sys.stderr,
             )
-    return Options(
-        device, spec.data.pixel_scale, spec.train.amp and cuda, spec.train.channels_last and cuda
-    )
+    finish = Finish(spec.data, stats, device)
+    return Options(device, finish, spec.train.amp and cuda, spec.train.channels_last and cuda)

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from netspec.train.augment import Batch, Finish
+
 
 def topk_correct(probs: torch.Tensor, target: torch.Tensor, k: int) -> int:
     k = min(k, probs.shape[1])
@@ -17,19 +19,24 @@ def topk_correct(probs: torch.Tensor, target: torch.Tensor, k: int) -> int:
 
 @dataclass(frozen=True)
 class Options:
-    """Where and how batches run: the device, its speed-ups, and the pixel scale."""
+    """Where and how batches run: the device, its speed-ups, and how a loader's uint8 crops
+    become the network's input there."""
 
     device: torch.device
-    pixel_scale: float = 1.0
+    finish: Finish
     amp: bool = False
     channels_last: bool = False
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch from the loader, on the device, at the scale the network expects."""
-        x = x.to(self.device, non_blocking=True) * self.pixel_scale
+    def prepare(self, batch: Batch) -> torch.Tensor:
+        """A loader's batch, finished on the device: [N, 3, c, c] floats (N = B·V for V
+        views an image)."""
+        x = self.finish(batch)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def labels(self, batch: Batch) -> torch.Tensor:
+        return batch.labels.to(self.device, non_blocking=True)
 
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -43,7 +50,7 @@ def _alone(sums: torch.Tensor) -> torch.Tensor:
 def evaluate(
     model: nn.Module, loader: DataLoader, opts: Options, reduce: Reduce = _alone
 ) -> dict[str, float]:
-    """Batches are B×C×H×W (one crop) or B×10×C×H×W (ten crops, softmax averaged).
+    """Batches hold one crop an image, or ten (their softmax averaged).
 
     With ten crops the loss is the negative log of the averaged probability, so that the
     loss and the accuracies judge the same prediction. `reduce` adds up the float64 sums
@@ -52,10 +59,10 @@ def evaluate(
     """
     model.eval()
     total = loss = top1 = top5 = 0.0
-    for x, y in loader:
-        y = y.to(opts.device, non_blocking=True)
-        crops = x.shape[1] if x.dim() == 5 else 1
-        x = opts.prepare(x.flatten(0, 1) if x.dim() == 5 else x)
+    for batch in loader:
+        y = opts.labels(batch)
+        crops = batch.crops.shape[1] if batch.crops.dim() == 5 else 1
+        x = opts.prepare(batch)
         with torch.autocast(opts.device.type, enabled=opts.amp):
             logits = model(x)
         logits = logits.float()

@@ -25,6 +25,7 @@ from torch import nn
 from netspec import compile
 from netspec.interrupt import raise_pending
 from netspec.spec.model import Spec
+from netspec.train.augment import Batch
 from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
 from netspec.train.checks import open_training_data
 from netspec.train.curves import draw_curves
@@ -35,6 +36,7 @@ from netspec.train.parallel import OneProcess
 from netspec.train.progress import Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
+from netspec.train.store import Stale
 from netspec.train.tensorboard import Board
 
 Log = Callable[[str], None]
@@ -62,7 +64,7 @@ def _quiet(message: str) -> None:
 
 def train_epoch(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[Batch],
     steps: int,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -79,10 +81,10 @@ def train_epoch(
     total_loss = images = correct = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
-    for step, (x, y) in enumerate(batches, 1):
+    for step, batch in enumerate(batches, 1):
         raise_pending()
         wait += time.perf_counter() - tick
-        x, y = opts.prepare(x), y.to(opts.device, non_blocking=True)
+        x, y = opts.prepare(batch), opts.labels(batch)
         with torch.autocast(opts.device.type, enabled=opts.amp):
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -122,6 +124,7 @@ class Run:
         device: torch.device,
         log: Log = print,
         parallel: OneProcess | None = None,
+        stale: Stale = "refuse",
     ):
         self.parallel = parallel or OneProcess(spec, device)
         self.main = self.parallel.is_main
@@ -129,12 +132,13 @@ class Run:
         board = tb.tensorboard and self.main
         self.board = Board(Path(out) / "tb", tb.tensorboard_every) if board else None
         with self.parallel.main_first():  # the main process fits (and caches) the statistics
-            self.data = open_training_data(spec, data_root)
+            # the main process alone compares a store with its source folder
+            self.data = open_training_data(spec, data_root, stale if self.main else "unchecked")
         self.spec, self.cfg = spec, spec.train
         self.log = log if self.main else _quiet
         self.folder = RunFolder(out)
         self.data_root = data_root
-        self.opts = options_for(spec, device, note=self.main)
+        self.opts = options_for(spec, device, self.data.stats, note=self.main)
         torch.manual_seed(self.cfg.seed)
         model = compile(spec).to(device)
         if self.opts.channels_last:
@@ -304,10 +308,12 @@ def train(
     resume: bool = False,
     log: Log = print,
     parallel: OneProcess | None = None,
+    stale: Stale = "refuse",
 ) -> list[dict[str, Any]]:
-    """Train `spec` on the image folder `data_root`, writing the run into `out`; `parallel`
-    is this process's part in a multi-process run (default: one process alone)."""
-    run = Run(spec, data_root, out, torch.device(device), log, parallel)
+    """Train `spec` on the image folder or store `data_root`, writing the run into `out`;
+    `parallel` is this process's part in a multi-process run (default: one process alone);
+    `stale` says what a store whose source changed gets."""
+    run = Run(spec, data_root, out, torch.device(device), log, parallel, stale)
     if resume:
         run.resume()
     else:

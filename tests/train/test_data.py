@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 import netspec.train.data
+import netspec.train.folder
 import netspec.train.shapes_data
 from netspec.spec.settings import DataConfig
-from netspec.train.augment import sample_generator
-from netspec.train.data import DataError, EpochImages, open_data, open_split, resolve_data_dir
+from netspec.train.augment import TrainWindows
+from netspec.train.data import Crops, DataError, open_data, open_split, resolve_data_dir
+from netspec.train.draws import draw
 from netspec.train.sampling import GlobalBatches, shard
 from netspec.train.shapes_data import CLASSES, ensure_shapes
 
@@ -116,7 +118,7 @@ def test_jpeg_png_any_case_and_dotfiles_ignored(tmp_path):
     (tmp_path / "train" / "cat" / "._A.JPG").write_bytes(b"macOS resource fork")
     split = open_split(tmp_path, "train", resize=8)
     assert [p.name for p, _ in split.samples] == ["A.JPG", "b.Png", "c.jpeg"]
-    assert [split[i][0].shape for i in range(3)] == [(3, 8, 8)] * 3
+    assert [split.image(i).shape for i in range(3)] == [(3, 8, 8)] * 3
 
 
 def test_hidden_folders_are_neither_classes_nor_images(tmp_path):
@@ -171,7 +173,7 @@ def test_stats_fitted_from_the_images_and_cached(tmp_path, monkeypatch):
     def refit(_):
         raise AssertionError("refitted although cached")
 
-    monkeypatch.setattr(netspec.train.data, "fit_stats", refit)
+    monkeypatch.setattr(netspec.train.folder, "fit_stats", refit)
     again = open_data(tmp_path / "d", small_cfg(), tmp_path / "cache")
     assert torch.equal(again.stats.mean, data.stats.mean)
     assert torch.equal(again.stats.eigvecs, data.stats.eigvecs)
@@ -202,8 +204,9 @@ def test_stats_images_limits_the_images_read(tmp_path):
 
 
 def epoch_batches(root: Path, cfg: DataConfig, seed: int, epoch: int) -> list:
-    train = open_data(root, cfg, root / "cache").train_loader(1, seed, epoch)
-    return [(x.clone(), y.clone()) for x, y in train]
+    data = open_data(root, cfg, root / "cache")
+    finish = data.finish(torch.device("cpu"))
+    return [(finish(b), b.labels.clone()) for b in data.train_loader(1, seed, epoch)]
 
 
 def test_loader_shapes_and_classes(tmp_path):
@@ -212,14 +215,16 @@ def test_loader_shapes_and_classes(tmp_path):
     data = open_data(tmp_path, cfg, tmp_path / "c")
     train, val, classes = data.train_loader(4, 0, 0), data.val_loader(4), data.classes
     assert classes == ["cat", "dog"]
-    x, y = next(iter(train))
-    assert x.shape == (4, 3, 6, 6) and x.dtype == torch.float32
-    labels = torch.cat([b[1] for b in train]).tolist()
+    batch = next(iter(train))
+    assert batch.crops.shape == (4, 3, 6, 6) and batch.crops.dtype == torch.uint8
+    assert batch.windows.alpha.shape == (4, 3) and batch.windows.top.shape == (4,)
+    assert data.finish(torch.device("cpu"))(batch).dtype == torch.float32
+    labels = torch.cat([b.labels for b in train]).tolist()
     assert len(train) == 1 and len(labels) == 4  # 6 images: the partial batch of 2 is dropped
     assert labels.count(0) <= 3 and labels.count(1) <= 3
-    x, y = next(iter(val))
-    assert x.shape == (4, 10, 3, 6, 6)
-    assert y.tolist() == [0, 0, 1, 1]
+    batch = next(iter(val))
+    assert batch.crops.shape == (4, 10, 3, 6, 6)
+    assert batch.labels.tolist() == [0, 0, 1, 1] and batch.indices.tolist() == [0, 1, 2, 3]
     assert not train.persistent_workers and train.num_workers == 2
 
 
@@ -237,16 +242,19 @@ def test_same_seed_and_epoch_reproduce_the_batches(tmp_path, workers):
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
 
 
-def test_each_image_draws_from_its_own_seed_whatever_the_workers(tmp_path):
+def test_each_image_draws_from_its_own_key_whatever_the_workers(tmp_path):
     make_folder(tmp_path, same_image=True)  # every image identical: only augmentation differs
     cfg = small_cfg(pca="imagenet", mean="none")
     data = open_data(tmp_path, cfg, tmp_path / "c")
-    epoch = EpochImages(data.train_set, data.augment, 1, 3)
-    # Image i's draws are those of its own generator, made from (seed, epoch, i) alone
-    for i in range(len(epoch)):
-        img, _ = data.train_set[i]
-        assert torch.equal(epoch[i][0], data.augment(img, sample_generator(1, 3, i)))
-    outputs = [epoch[i][0] for i in range(6)]
+    crops = Crops(data.train_set, TrainWindows(cfg, 1, 3), cfg.crop)
+    # Image i's draws are those of its key (seed, epoch, i) alone, whatever batch it is in
+    for i in range(len(crops)):
+        batch = crops.__getitems__([i])
+        want = draw(1, 3, np.array([i]), room=2, mirror=True)
+        assert batch.windows.top.tolist() == want.top.tolist()
+        assert np.array_equal(batch.windows.alpha.numpy(), want.alpha)
+    finish = data.finish(torch.device("cpu"))
+    outputs = finish(crops.__getitems__(range(6)))
     for i in range(6):
         for j in range(i):
             assert not torch.equal(outputs[i], outputs[j]), (i, j)
@@ -261,9 +269,13 @@ def test_each_image_draws_from_its_own_seed_whatever_the_workers(tmp_path):
 def test_replicas_take_contiguous_slices_of_the_same_global_batches(tmp_path):
     make_folder(tmp_path, per_class=(9, 2))  # 18 images: three global batches of 6
     data = open_data(tmp_path, small_cfg(workers=2), tmp_path / "c")
-    whole = [(x.clone(), y.clone()) for x, y in data.train_loader(6, 5, 2)]
-    data.workers = 0
-    parts = [list(data.train_loader(6, 5, 2, replica=r, replicas=3)) for r in range(3)]
+    finish = data.finish(torch.device("cpu"))
+    whole = [(finish(b), b.labels) for b in data.train_loader(6, 5, 2)]
+    data.cfg = small_cfg(workers=0)
+    parts = [
+        [(finish(b), b.labels) for b in data.train_loader(6, 5, 2, replica=r, replicas=3)]
+        for r in range(3)
+    ]
     assert len(whole) == 3 and all(len(p) == 3 for p in parts)
     for step, (x, y) in enumerate(whole):
         assert all(len(p[step][1]) == 2 for p in parts)

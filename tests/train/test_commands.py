@@ -15,8 +15,9 @@ from netspec import compile, load_spec
 from netspec.cli import main
 from netspec.train.augment import Stats
 from netspec.train.checkpoint import load_checkpoint
-from netspec.train.data import open_val
-from netspec.train.evaluate import Options, evaluate
+from netspec.train.data import open_val, val_loader
+from netspec.train.device import options_for
+from netspec.train.evaluate import evaluate
 from netspec.train.loop import train
 from tests.conftest import ROOT
 
@@ -130,9 +131,8 @@ def evaluate_here(checkpoint: Path, data: Path) -> dict[str, float]:
     spec = load_spec(TINY, ["data.workers=0"])
     model = compile(spec)
     model.load_state_dict(state["model"])
-    val = open_val(data, spec.data, Stats(**state["stats"]))
-    batches = torch.utils.data.DataLoader(val, batch_size=spec.train.batch_size)
-    return evaluate(model, batches, Options(torch.device("cpu"), spec.data.pixel_scale))
+    batches = val_loader(open_val(data, spec.data), spec.data, spec.train.batch_size)
+    return evaluate(model, batches, options_for(spec, torch.device("cpu"), Stats(**state["stats"])))
 
 
 @pytest.mark.slow

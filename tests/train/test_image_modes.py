@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from netspec.train.augment import rescale_and_center, to_tensor
-from netspec.train.data import load_image
+from netspec.train.decode import load_image, rescale_and_center, to_tensor
 
 SIZE = 4  # images are square and loaded at their own size: no resampling between
 

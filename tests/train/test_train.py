@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from netspec import compile, load_spec
 from netspec.cli import main
 from netspec.errors import UsageError
+from netspec.train.augment import Finish
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.data import open_data
 from netspec.train.device import options_for
-from netspec.train.evaluate import Options, evaluate
+from netspec.train.evaluate import evaluate
 from netspec.train.loop import Diverged, Run, train
 from netspec.train.schedule import apply_lr
 from tests.conftest import ROOT
@@ -183,12 +184,15 @@ def test_ten_crop_evaluation_averages_softmax_over_crops(data):
     spec = load_spec(TINY, ["data.ten_crop=true", "data.workers=0"])
     torch.manual_seed(0)
     model = compile(spec).eval()
-    loader = open_data(data, spec.data).val_loader(8)
-    got = evaluate(model, loader, Options(torch.device("cpu")))
+    found = open_data(data, spec.data)
+    loader = found.val_loader(8)
+    opts = options_for(spec, torch.device("cpu"), found.stats)
+    got = evaluate(model, loader, opts)
     correct = total = 0
     with torch.no_grad():
-        for x, y in loader:
-            assert x.shape[1:] == (10, 3, 28, 28)
+        for batch in loader:
+            assert batch.crops.shape[1:] == (10, 3, 28, 28)
+            x, y = opts.finish(batch).unflatten(0, (-1, 10)), batch.labels
             probs = torch.stack([model(x[:, i]).softmax(1) for i in range(10)]).mean(0)
             correct += int((probs.argmax(1) == y).sum())
             total += len(y)
@@ -199,13 +203,17 @@ def test_pixel_scale_multiplies_what_the_network_sees(data):
     spec = load_spec(TINY, ["data.workers=0", "data.pixel_scale=255"])
     torch.manual_seed(0)
     model = compile(spec).eval()
-    loader = open_data(data, spec.data).val_loader(8)
-    opts = options_for(spec, torch.device("cpu"))
-    assert opts.pixel_scale == 255
+    found = open_data(data, spec.data)
+    loader = found.val_loader(8)
+    opts = options_for(spec, torch.device("cpu"), found.stats)
+    unscaled = Finish(spec.data.model_copy(update={"pixel_scale": 1}), found.stats, opts.device)
     with torch.no_grad():
-        x, _ = next(iter(loader))
-        assert torch.equal(opts.prepare(x), x * 255)
-        loss = sum(float(F.cross_entropy(model(x * 255), y, reduction="sum")) for x, y in loader)
+        batch = next(iter(loader))
+        assert torch.equal(opts.prepare(batch), unscaled(batch) * 255)
+        loss = sum(
+            float(F.cross_entropy(model(unscaled(b) * 255), b.labels, reduction="sum"))
+            for b in loader
+        )
     assert evaluate(model, loader, opts)["val_loss"] == pytest.approx(loss / 30, rel=1e-5)
 
 

@@ -65,6 +65,7 @@ from netspec.train.store import (
 )
 
 CHUNK = 32  # images one task decodes
+LOCK = ".lock"
 JOURNAL_EVERY_S = 2.0  # how often the journal records what is safely written
 LINE_EVERY_S = 15.0  # progress lines when the output is not a terminal
 
@@ -117,8 +118,7 @@ def claim(plan: Plan) -> dict[str, int] | None:
     """How much of the pack is already done ({split: images}), or None when it is finished
     already; refuses an -o that holds anything but this pack."""
     out = plan.out
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out} is a file: give a new or empty folder for the store")
+    check_output(out)
     if (out / MANIFEST).is_file():
         store = Store(out)
         same = store.manifest.get("key") == plan.key
@@ -146,11 +146,21 @@ def claim(plan: Plan) -> dict[str, int] | None:
         )
         for name in our_files():
             (out / name).unlink(missing_ok=True)
-    elif out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
+    done = {s: 0 for s in SPLITS}
+    write_journal(plan, done)  # from here on, the folder says it holds an unfinished pack
+    return done
+
+
+def check_output(out: Path) -> None:
+    """-o must be a new or empty folder, or one a pack wrote: nothing of anyone else's."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out} is a file: give a new or empty folder for the store")
+    if (out / MANIFEST).is_file() or (out / JOURNAL).is_file():
+        return
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise UsageError(
             f"-o {out} already holds other files: give a new or empty folder for the store"
         )
-    return {s: 0 for s in SPLITS}
 
 
 def _read_journal(out: Path) -> dict[str, Any] | None:
@@ -167,7 +177,7 @@ def _read_journal(out: Path) -> dict[str, Any] | None:
 def locked(out: Path) -> Iterator[None]:
     """One pack into a folder at a time."""
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -179,7 +189,11 @@ def locked(out: Path) -> Iterator[None]:
 
 
 def check_space(plan: Plan) -> None:
-    need, free = plan.bytes_needed(), shutil.disk_usage(plan.out).free
+    """Before anything is written: the disk must have room for the whole store."""
+    folder = plan.out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    need, free = plan.bytes_needed(), shutil.disk_usage(folder).free
     if need > free:
         raise UsageError(
             f"the store needs {_gb(need)} on disk, but {plan.out} has {_gb(free)} free: free "
@@ -201,8 +215,8 @@ def create_arrays(plan: Plan) -> None:
         pixels = plan.out / pixels_file(split)
         if not pixels.exists():
             np.lib.format.open_memmap(pixels, "w+", np.uint8, (n, 3, r, r))
-            with open(pixels, "r+b") as f:
-                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        with open(pixels, "r+b") as f:  # again after a pack stopped by a full disk
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         if not (plan.out / crc_file(split)).exists():
             np.lib.format.open_memmap(plan.out / crc_file(split), "w+", np.uint32, (n,))
         with atomic_write(plan.out / labels_file(split), "wb") as f:
@@ -281,7 +295,8 @@ def decode_all(plan: Plan, done: dict[str, int], workers: int) -> None:
     tty = sys.stderr.isatty()
     bar = tqdm(total=remaining, desc="packing", unit="img", disable=not tty, smoothing=0.1)
     decoder = Decoder(workers)
-    last_journal = last_line = time.perf_counter()
+    last_journal = -JOURNAL_EVERY_S  # the first chunk is recorded at once
+    last_line = time.perf_counter()
     written = 0
     try:
 
@@ -304,14 +319,20 @@ def decode_all(plan: Plan, done: dict[str, int], workers: int) -> None:
                 print(f"packing: {written:,} of {remaining:,} images", file=sys.stderr)
                 last_line = now
         write_journal(plan, done, crcs)
+    except BaseException:
+        with contextlib.suppress(OSError):  # keep what the finished chunks wrote
+            write_journal(plan, done, crcs)
+        raise
     finally:
         bar.close()
         decoder.close()
 
 
-def write_journal(plan: Plan, done: dict[str, int], crcs: dict[str, np.memmap]) -> None:
+def write_journal(
+    plan: Plan, done: dict[str, int], crcs: dict[str, np.memmap] | None = None
+) -> None:
     """Record `done` once the pixels and checksums it counts are on disk."""
-    for split in SPLITS:
+    for split in SPLITS if crcs is not None else ():
         crcs[split].flush()
         with open(plan.out / pixels_file(split), "rb") as f:
             os.fsync(f.fileno())
@@ -349,31 +370,50 @@ def finish(plan: Plan) -> None:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "pillow": PIL.__version__,
     }
+    readable_by_all(plan.out)
     with atomic_write(plan.out / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1)
+    readable_by_all(plan.out)
     (plan.out / JOURNAL).unlink(missing_ok=True)
+
+
+def readable_by_all(out: Path) -> None:
+    """A store is often shared (one copy per node, read by every user's runs): its files get
+    the permissions the umask gives new files, not the private ones of a temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in our_files():
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(out / name, 0o666 & ~umask)
 
 
 def pack(source: Path, out: Path, resize: int, workers: int, stats_images: int) -> int:
     """Pack `source` into `out`; prints what it wrote. Exit status 0."""
     began = time.perf_counter()
     plan = make_plan(source, out, resize, stats_images)
+    check_output(out)
+    if not (out / JOURNAL).exists() and not (out / MANIFEST).exists():
+        check_space(plan)
+    created = not out.exists()
     with locked(out):
         done = claim(plan)
         if done is None:
             print(f"{out} already holds this store, packed from {source} and up to date")
             return 0
-        if not any(done.values()):
-            check_space(plan)
         try:
             create_arrays(plan)
             decode_all(plan, done, workers)
             finish(plan)
         except OSError as exc:
+            if not any(done.values()):  # nothing decoded yet: give the space back
+                for name in [*our_files(), LOCK]:
+                    (out / name).unlink(missing_ok=True)
+                if created:
+                    out.rmdir()
             if exc.errno == errno.ENOSPC:
                 raise UsageError(
                     f"the disk holding {out} is full: free some space, or give an -o on a "
-                    "larger disk; the same command then carries on"
+                    "larger disk"
                 ) from None
             raise UsageError(f"cannot write the store in {out}: {exc.strerror or exc}") from None
     seconds = time.perf_counter() - began

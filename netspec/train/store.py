@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -193,7 +194,7 @@ class Store:
             r = self.resize
             if stats.mean.shape != (3, r, r) or stats.eigvecs.shape != (3, 3):
                 raise ValueError("shapes")
-        except (OSError, ValueError, KeyError, EOFError, zlib.error):
+        except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
             raise DataError(f"{file} is damaged or missing: pack the folder again") from None
         return int(self.manifest["stats_images"]), stats
 

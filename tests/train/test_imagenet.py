@@ -2,6 +2,7 @@
 into synset folders, and each user mistake as one line naming the path."""
 
 import io
+import json
 import shutil
 import sys
 import tarfile
@@ -341,3 +342,30 @@ def test_val_with_folders_and_loose_images(root):
         imagenet_listing(root, "val")
     msg = one_line_naming(err, root / "val")
     assert f"has both <wnid> folders and loose images such as {val_name(1)}" in msg
+
+
+# --- packing the layout -----------------------------------------------------------------
+
+
+def test_pack_reads_the_imagenet_layout_and_its_class_names(root, tmp_path):
+    from netspec.spec.settings import DataConfig
+    from netspec.train.data import open_data
+    from netspec.train.decode import load_image
+    from netspec.train.pack import pack
+
+    pack(root, tmp_path / "store", resize=4, workers=0, stats_images=100)
+    manifest = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert manifest["layout"] == "imagenet"
+    assert manifest["classes"] == CLASSES and manifest["wnids"] == WNIDS
+    assert np.load(tmp_path / "store" / "train-labels.npy").tolist() == [0, 0, 1, 1, 2, 2]
+    # sorted by (class, path), as every split: tench (val 3), goldfish (2), shark (1, 4)
+    assert np.load(tmp_path / "store" / "val-labels.npy").tolist() == [0, 1, 2, 2]
+    pixels = np.load(tmp_path / "store" / "val.npy")
+    for i, number in enumerate([3, 2, 1, 4]):
+        want = load_image(root / "val" / val_name(number), 4).numpy()
+        assert np.array_equal(pixels[i], want)
+    data = open_data(tmp_path / "store", DataConfig(resize=4, crop=3), tmp_path / "c")
+    assert data.classes == CLASSES and len(data.val_set) == 4
+    put(root / "train" / WNIDS[0] / "extra.JPEG", jpeg(9))  # the source changed: one more
+    with pytest.raises(DataError, match=r"\(1 added, 0 removed, 0 modified\)"):
+        open_data(tmp_path / "store", DataConfig(resize=4, crop=3), tmp_path / "c")

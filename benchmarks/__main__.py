@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if "construct" in parts:
         rows += construct.rows(args.repeats)
     if "pipeline" in parts:
-        rows += pipeline.rows(args.repeats)
+        rows += pipeline.rows(args.repeats, device)
     print()
     print("\n".join(table(rows)))
     print()

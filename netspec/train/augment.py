@@ -188,17 +188,17 @@ class Finish:
         w = batch.windows
         x = batch.crops.to(self.device, non_blocking=True).flatten(0, -4)
         x = x.to(torch.float32).div_(255)
-        if self.mean is not None:
-            c, tops, lefts = self.crop, w.top.flatten().tolist(), w.left.flatten().tolist()
-            for j, (t, left) in enumerate(zip(tops, lefts, strict=True)):
-                x[j].sub_(self.mean[:, t : t + c, left : left + c])
+        c, mean = self.crop, self.mean
+        tops, lefts, flips = (v.flatten().tolist() for v in (w.top, w.left, w.flip))
+        for j, (t, left, flip) in enumerate(zip(tops, lefts, flips, strict=True)):
+            if mean is not None:
+                x[j].sub_(mean[:, t : t + c, left : left + c])
+            if flip:  # before the colour noise, which is the same at every pixel of an image
+                x[j] = x[j].flip(-1)
         if self.pca is not None and w.alpha is not None:
             a, p = w.alpha.to(self.device, non_blocking=True), self.pca
             # written out term by term: a matrix product may sum in an order that depends on
             # the batch size, and one image's pixels must not
             noise = a[:, 0:1] * p[:, 0] + a[:, 1:2] * p[:, 1] + a[:, 2:3] * p[:, 2]
             x.add_(noise[:, :, None, None])
-        flipped = w.flip.flatten().nonzero().flatten().to(self.device)
-        if len(flipped):
-            x[flipped] = x[flipped].flip(-1)
         return x.mul_(self.scale)

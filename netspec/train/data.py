@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
-from netspec.errors import DataError
 from netspec.spec.settings import DataConfig
 from netspec.train.augment import (
     Batch,
@@ -44,10 +43,10 @@ from netspec.train.augment import (
 from netspec.train.folder import open_split
 from netspec.train.sampling import GlobalBatches, shard
 from netspec.train.shapes_data import cache_root, ensure_shapes
-from netspec.train.split import Split
+from netspec.train.split import Split, check_same_classes
 from netspec.train.store import Stale, is_store, open_store
 
-__all__ = ["DataError", "open_data", "open_split", "open_val", "resolve_data_dir"]
+__all__ = ["open_data", "open_split", "open_val", "resolve_data_dir"]
 
 
 def resolve_data_dir(arg: str) -> Path:
@@ -170,13 +169,7 @@ def open_data(
     """Check ROOT's train and val splits and fit (or load) the statistics. `stats_cache`
     defaults to <cache_root()>/stats."""
     train, val = open_splits(root, cfg, ["train", "val"], stale)
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes)) or ["-"]
-        only_val = sorted(set(val.classes) - set(train.classes)) or ["-"]
-        raise DataError(
-            f"{train.where} and {val.where} have different classes (only in train: "
-            f"{', '.join(only_train)}; only in val: {', '.join(only_val)}): use the same in both"
-        )
+    check_same_classes((train.where, train.classes), (val.where, val.classes))
     stats = None
     if needs_stats(cfg):
         cache = Path(stats_cache) if stats_cache is not None else cache_root() / "stats"

@@ -41,12 +41,12 @@ import torch
 from tqdm import tqdm
 
 from netspec.atomic import atomic_write
-from netspec.errors import DataError, UsageError
+from netspec.errors import UsageError
 from netspec.interrupt import describe, die_with_parent, exit_status
 from netspec.train.augment import fit_stats
 from netspec.train.decode import load_image
 from netspec.train.imagenet import Listing, is_imagenet
-from netspec.train.split import stats_sample
+from netspec.train.split import check_same_classes, stats_sample
 from netspec.train.store import (
     FORMAT,
     JOURNAL,
@@ -92,13 +92,7 @@ class Plan:
 def make_plan(source: Path, out: Path, resize: int, stats_images: int) -> Plan:
     listings = {split: source_listing(source, split) for split in SPLITS}
     train, val = listings["train"], listings["val"]
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes)) or ["-"]
-        only_val = sorted(set(val.classes) - set(train.classes)) or ["-"]
-        raise DataError(
-            f"{train.folder} and {val.folder} have different classes (only in train: "
-            f"{', '.join(only_train)}; only in val: {', '.join(only_val)}): use the same in both"
-        )
+    check_same_classes((train.folder, train.classes), (val.folder, val.classes))
     ids = {split: sorted(file_ids(listing).items()) for split, listing in listings.items()}
     labels = {split: listing.labels for split, listing in listings.items()}
     what = [VERSION, str(source.resolve()), resize, stats_images, train.classes, ids, labels]
@@ -332,8 +326,8 @@ def write_journal(
     plan: Plan, done: dict[str, int], crcs: dict[str, np.memmap] | None = None
 ) -> None:
     """Record `done` once the pixels and checksums it counts are on disk."""
-    for split in SPLITS if crcs is not None else ():
-        crcs[split].flush()
+    for split, checksums in (crcs or {}).items():
+        checksums.flush()
         with open(plan.out / pixels_file(split), "rb") as f:
             os.fsync(f.fileno())
     with atomic_write(plan.out / JOURNAL, "w") as f:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.errors import DataError
 from netspec.train.augment import Stats
 
 
@@ -50,3 +51,14 @@ def stats_sample(images: int, limit: int) -> list[int]:
     every class counts: the images the mean and PCA are fitted on, in a folder or a store."""
     k = min(images, limit)
     return [i * images // k for i in range(k)]
+
+
+def check_same_classes(train: tuple[Path, list[str]], val: tuple[Path, list[str]]) -> None:
+    """Both splits must name the same classes, in the same order: (where, classes) each."""
+    if train[1] != val[1]:
+        only_train = sorted(set(train[1]) - set(val[1])) or ["-"]
+        only_val = sorted(set(val[1]) - set(train[1])) or ["-"]
+        raise DataError(
+            f"{train[0]} and {val[0]} have different classes (only in train: "
+            f"{', '.join(only_train)}; only in val: {', '.join(only_val)}): use the same in both"
+        )

@@ -12,9 +12,10 @@ from PIL import Image
 import netspec.train.data
 import netspec.train.folder
 import netspec.train.shapes_data
+from netspec.errors import DataError
 from netspec.spec.settings import DataConfig
 from netspec.train.augment import TrainWindows
-from netspec.train.data import Crops, DataError, open_data, open_split, resolve_data_dir
+from netspec.train.data import Crops, open_data, open_split, resolve_data_dir
 from netspec.train.draws import draw
 from netspec.train.sampling import GlobalBatches, shard
 from netspec.train.shapes_data import CLASSES, ensure_shapes

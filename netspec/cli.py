@@ -323,14 +323,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from netspec.interrupt import describe, exit_status, sigterm_as_interrupt
+    from netspec.interrupt import deferred, describe, exit_status, sigterm_as_interrupt
 
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:
         with sigterm_as_interrupt():
-            run: Command = getattr(__import__(module, fromlist=[function]), function)
+            with deferred():  # the command's imports include torch's C++ extensions
+                run: Command = getattr(__import__(module, fromlist=[function]), function)
             return run(args)
     except SpecError as exc:
         if args.debug:

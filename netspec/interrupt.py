@@ -31,11 +31,28 @@ STOPS: dict[int, type[KeyboardInterrupt]] = {
     signal.SIGTERM: Terminated,
 }
 _pending: list[type[KeyboardInterrupt]] = []  # signals received in the current block
+_deferring: list[bool] = []  # inside `deferred()`: record, do not raise
 
 
 def _stop(signum: int, frame: Any) -> None:
     _pending.append(STOPS[signum])
-    raise STOPS[signum]
+    if not _deferring:
+        raise STOPS[signum]
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a signal is recorded, not raised; it is raised as the block ends.
+
+    For imports: an exception raised by a signal handler while torch initialises a C++
+    extension (torch.distributed's `_c10d_init`) crosses pybind11 and aborts the process
+    ("terminate called after throwing an instance of 'pybind11::error_already_set'")."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    raise_pending()
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from netspec.interrupt import Terminated, raise_pending, sigterm_as_interrupt
+from netspec.interrupt import Terminated, deferred, raise_pending, sigterm_as_interrupt
 
 
 class SwallowsInFinalizer:
@@ -39,3 +39,13 @@ def test_handlers_are_restored_after_the_block():
     with sigterm_as_interrupt():
         assert signal.getsignal(signal.SIGINT) not in before
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_signal_during_a_deferred_block_is_raised_as_it_ends():
+    reached = []
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        with deferred():  # as the command's imports run: torch's C++ must not see it
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("after the signal")
+        reached.append("after the block")
+    assert reached == ["after the signal"]

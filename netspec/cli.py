@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from netspec.errors import SpecError, UsageError
+from netspec.errors import SpecError, UsageError, tell
 
 if TYPE_CHECKING:
     from netspec.ir.records import NetGraph
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if args.debug:
             raise
-        print(f"netspec {args.command}: {exc}", file=sys.stderr)
+        tell(f"netspec {args.command}: {exc}")
         return 2
     except BrokenPipeError:
         return 0

@@ -8,8 +8,11 @@ WHERE is `FILE:LINE:COL` for something read from a file, or `--set KEY=VALUE` fo
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,30 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` when a close match exists, else an empty string."""
     match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+# Set by `netspec train --nproc` for the workers it starts: a folder where each leaves its
+# one-line error, which the launcher prints once, however many workers found it.
+WORKER_ERRORS = "NETSPEC_WORKER_ERRORS"
+
+
+def tell(line: str) -> None:
+    """Print a one-line error on stderr, or leave it for the launcher in one of its workers."""
+    folder = os.environ.get(WORKER_ERRORS)
+    if folder:
+        try:
+            (Path(folder) / f"rank{os.environ.get('RANK', '0')}.txt").write_text(line)
+            return
+        except OSError:
+            pass  # the launcher is gone: say it here
+    print(line, file=sys.stderr)
+
+
+def told(folder: Path) -> list[str]:
+    """The distinct lines the workers left in `folder`, in rank order."""
+    lines = [p.read_text() for p in sorted(folder.glob("rank*.txt"), key=_rank)]
+    return list(dict.fromkeys(lines))
+
+
+def _rank(path: Path) -> int:
+    return int(path.stem.removeprefix("rank") or 0)

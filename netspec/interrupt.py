@@ -68,6 +68,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
         _pending.clear()
 
 
+def interrupted() -> bool:
+    """Whether a signal arrived in this block (an error may be its consequence, e.g. a
+    collective that failed because another process stopped first)."""
+    return bool(_pending)
+
+
 def raise_pending() -> None:
     """Raise again a signal received in this block, in case a finalizer swallowed it."""
     if _pending:
@@ -88,9 +94,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 def die_with_parent(parent: int) -> None:
     """Make the kernel kill this process when `parent`, the process that started it, dies,
     however it dies (kill -9 included), so that no worker outlives its command; Linux only.
-    Called first thing in a worker process; it also ignores Ctrl-C there, which the parent
-    handles for all of them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Called first thing in a worker process."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 

@@ -54,6 +54,7 @@ from netspec.train.distributed import (
     launch,
     leave,
     rank_zero_first,
+    tie_to_launcher,
 )
 from netspec.train.evaluate import evaluate
 from netspec.train.loop import Diverged, train
@@ -61,6 +62,7 @@ from netspec.train.parallel import plan, strategy
 from netspec.train.runfolder import RunFolder, default_out
 from netspec.train.shapes_data import cache_root
 from netspec.train.store import Stale
+from netspec.train.tensorboard import writer_class
 
 
 def _stopped(command: str, exc: KeyboardInterrupt, what: str) -> int:
@@ -187,8 +189,12 @@ def _launch(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     check_devices(device, args.nproc)
     check_run(target.spec, device)
+    if target.spec.train.tensorboard:
+        writer_class()
     with holding(target.out):
         target.check_unclaimed()
+        if target.resume:  # refused here once, not by every worker
+            RunFolder(target.out).resume_state(target.spec)
         check_caches(target.spec, args.data)
         # a mistake in the data folder is one line here, not one per worker; and the workers
         # find the built-in set and the statistics cached
@@ -197,7 +203,10 @@ def _launch(args: argparse.Namespace) -> int:
         try:
             launch(argv, args.nproc, args.max_restarts)
         except WorkersFailed as exc:
-            print(f"netspec train: {exc}; {_resume_hint(target.out)}", file=sys.stderr)
+            for line in exc.said:  # the workers' own one-line reasons, each once
+                print(line, file=sys.stderr)
+            if not exc.said:
+                print(f"netspec train: {exc}; {_resume_hint(target.out)}", file=sys.stderr)
             return exc.status
         except KeyboardInterrupt as exc:
             return _stopped("train", exc, _resume_hint(target.out))
@@ -216,6 +225,8 @@ def _train_here(args: argparse.Namespace, world: World | None) -> int:
             "restarted processes must find their run again: give --out DIR "
             "(a launcher with restarts needs a fixed run folder)"
         )
+    if world:
+        tie_to_launcher()
     device = pick_device(args.device)
     if world is None or world.size == 1:
         return _train(args, world, device)

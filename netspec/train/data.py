@@ -21,6 +21,8 @@ it gets its slice of every global batch, and its share of the validation set
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
+from netspec.interrupt import die_with_parent
 from netspec.spec.settings import DataConfig
 from netspec.train.augment import (
     Batch,
@@ -91,6 +94,12 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
+def _worker_start(parent: int, worker: int) -> None:
+    """A loader worker dies with the process it loads for, at once, even on kill -9 (torch's
+    own check notices a dead parent only every few seconds)."""
+    die_with_parent(parent)
+
+
 def batch_loader(dataset: Dataset, batches: Iterable[list[int]], workers: int) -> DataLoader:
     """A DataLoader of `Batch`es; worker processes cut crops while the model computes."""
     return DataLoader(
@@ -98,6 +107,7 @@ def batch_loader(dataset: Dataset, batches: Iterable[list[int]], workers: int) -
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=_as_is,
+        worker_init_fn=functools.partial(_worker_start, os.getpid()) if workers else None,
         pin_memory=torch.cuda.is_available(),
         # the workers' own seeds feed no draw; a generator keeps them off torch's global one
         generator=torch.Generator().manual_seed(0),

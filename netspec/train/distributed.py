@@ -17,17 +17,23 @@ import io
 import os
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from netspec.errors import UsageError
+from netspec.errors import WORKER_ERRORS, UsageError, told
+from netspec.interrupt import die_with_parent
+
+if TYPE_CHECKING:
+    from torch.distributed.launcher.api import LaunchConfig
 
 # How long a collective may wait for the slowest process before it fails. Generous, since
 # rank 0 alone fits the data statistics and writes checkpoints while the others wait; a
@@ -35,6 +41,7 @@ from netspec.errors import UsageError
 COLLECTIVE_TIMEOUT = timedelta(minutes=15)
 # Set in the workers `launch` starts: their launcher reports how the job ended, they need not.
 OWN_LAUNCHER = "NETSPEC_LAUNCHED"
+LAUNCHER_PID = "NETSPEC_LAUNCHER_PID"  # the process whose death ends the workers
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
 
 T = TypeVar("T")
@@ -67,6 +74,13 @@ class World:
             max_restarts=int(env.get("TORCHELASTIC_MAX_RESTARTS", 0)),
             own_launcher=env.get(OWN_LAUNCHER) == "1",
         )
+
+
+def tie_to_launcher() -> None:
+    """Die with the launcher that started this worker, however it dies (kill -9 included):
+    netspec's own, whose pid it was given, or torchrun's agent, the parent. A worker left
+    behind would go on writing into a run folder whose lock died with the launcher."""
+    die_with_parent(int(os.environ.get(LAUNCHER_PID) or os.getppid()))
 
 
 def check_devices(device: torch.device, local_processes: int) -> None:
@@ -134,11 +148,12 @@ def rank_zero_first() -> Iterator[None]:
 
 
 class WorkersFailed(Exception):
-    """A worker process failed, and the launcher stopped the others."""
+    """A worker process failed, and the launcher stopped the others; `said` holds the
+    distinct one-line errors the workers reported (a mistake they all found says it once)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, said: list[str]) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.said = status, said
 
 
 def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
@@ -147,9 +162,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
     Raises WorkersFailed naming the worker that failed first (not the ones the agent then
     stopped), with the exit status this command should return.
     """
-    from torch.distributed.elastic.multiprocessing import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import LaunchConfig
 
     config = LaunchConfig(
         min_nodes=1,
@@ -165,12 +178,26 @@ def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
     # fail to connect. Without sharing, each attempt's rank 0 hosts a fresh store.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     os.environ[OWN_LAUNCHER] = "1"
+    os.environ[LAUNCHER_PID] = str(os.getpid())
+    with tempfile.TemporaryDirectory(prefix="netspec-errors-") as errors:
+        os.environ[WORKER_ERRORS] = errors
+        try:
+            _run_workers(config, argv, nproc, Path(errors))
+        finally:
+            del os.environ[WORKER_ERRORS]
+
+
+def _run_workers(config: LaunchConfig, argv: list[str], nproc: int, errors: Path) -> None:
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
     try:
         elastic_launch(config, sys.executable)("-m", "netspec", *argv)
     except SignalException as exc:  # the agent has stopped the workers
         if exc.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
-        raise WorkersFailed(f"stopped by {exc.sigval.name}", 128 + exc.sigval) from None
+        raise WorkersFailed(f"stopped by {exc.sigval.name}", 128 + exc.sigval, []) from None
     except ChildFailedError as exc:
         stopped = -signal.SIGTERM
         rank, failure = min(
@@ -180,6 +207,5 @@ def launch(argv: list[str], nproc: int, max_restarts: int) -> None:
             how = f"was killed by {signal.Signals(-failure.exitcode).name}"
         else:
             how = f"exited with status {failure.exitcode}"
-        raise WorkersFailed(
-            f"process {rank} of {nproc} {how}", failure.exitcode if failure.exitcode > 0 else 1
-        ) from None
+        status = failure.exitcode if failure.exitcode > 0 else 1
+        raise WorkersFailed(f"process {rank} of {nproc} {how}", status, told(errors)) from None

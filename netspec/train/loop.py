@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from netspec import compile
-from netspec.interrupt import raise_pending
+from netspec.interrupt import interrupted, raise_pending
 from netspec.spec.model import Spec
 from netspec.train.augment import Batch
 from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
@@ -37,7 +37,7 @@ from netspec.train.progress import Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
 from netspec.train.store import Stale
-from netspec.train.tensorboard import Board
+from netspec.train.tensorboard import Board, writer_class
 
 Log = Callable[[str], None]
 
@@ -129,6 +129,8 @@ class Run:
         self.parallel = parallel or OneProcess(spec, device)
         self.main = self.parallel.is_main
         tb = spec.train  # first: a missing tensorboard package is found before any work
+        if tb.tensorboard:
+            writer_class()
         board = tb.tensorboard and self.main
         self.board = Board(Path(out) / "tb", tb.tensorboard_every) if board else None
         with self.parallel.main_first():  # the main process fits (and caches) the statistics
@@ -159,17 +161,19 @@ class Run:
             self.folder.start(self.spec)
 
     def resume(self) -> None:
-        state = self.folder.resume_state(self.log)
-        self.folder.check_resumable(state["spec"], self.spec)
+        state = self.folder.resume_state(self.spec)
+        self.epoch = state["epoch"]
+        self.rows = self.folder.rows_until(self.epoch)
         with restoring(self.folder.last, "state"):
             self.parallel.load_model_state(self.model, state["model"])
             self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             self.scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
-        self.epoch, self.best = state["epoch"], state["best_top1"]
-        self.rows = self.folder.rows_until(self.epoch)
-        if self.main:
+        self.best = state["best_top1"]
+        if self.main:  # every check has passed: from here on the folder may change
+            if self.folder.repair_best(state):
+                self.log(f"{self.folder.best} was older than the best epoch in last.pt; rewrote it")
             self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
             self.folder.write_spec(self.spec)  # a new train.epochs sticks
         if self.epoch >= self.cfg.epochs:
@@ -192,20 +196,30 @@ class Run:
                 raise_pending()
                 self.run_epoch()
         except KeyboardInterrupt:
-            # last.pt stays the resume point; keep the unfinished epoch's weights beside it
-            state = self.parallel.model_state_alone(self.model) if self.main else None
-            if state is not None:
-                save_checkpoint(
-                    self.folder.interrupted,
-                    {
-                        "model": state,
-                        "epoch": self.epoch,
-                        "spec": spec_yaml(self.spec),
-                        "stats": asdict(self.data.stats) if self.data.stats else None,
-                    },
-                )
+            self.save_interrupted()
             raise
+        except Exception:
+            # Ctrl-C reaches every process; one that stops first makes the others' collective
+            # fail with a connection error: that is the interrupt, not a failure of its own
+            if not interrupted():
+                raise
+            self.save_interrupted()
+            raise_pending()
         return self.rows
+
+    def save_interrupted(self) -> None:
+        """last.pt stays the resume point; the unfinished epoch's weights go beside it."""
+        state = self.parallel.model_state_alone(self.model) if self.main else None
+        if state is not None:
+            save_checkpoint(
+                self.folder.interrupted,
+                {
+                    "model": state,
+                    "epoch": self.epoch,
+                    "spec": spec_yaml(self.spec),
+                    "stats": asdict(self.data.stats) if self.data.stats else None,
+                },
+            )
 
     def run_epoch(self) -> None:
         began = time.perf_counter()

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -244,6 +245,12 @@ def decode_chunk(pixels: str, files: list[str], start: int, resize: int) -> list
     return crcs
 
 
+def _worker_start(parent: int) -> None:
+    """A decoding process dies with pack and leaves Ctrl-C to it, which stops them all."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
 class Decoder:
     """Runs `decode_chunk` in worker processes (or here, with 0 workers), in order, with a
     bounded number of chunks in flight."""
@@ -254,7 +261,7 @@ class Decoder:
             self.pool = ProcessPoolExecutor(
                 workers,
                 mp_context=get_context("fork"),
-                initializer=die_with_parent,
+                initializer=_worker_start,
                 initargs=(os.getpid(),),
             )
         self.ahead = 4 * max(workers, 1)

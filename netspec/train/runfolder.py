@@ -151,15 +151,15 @@ class RunFolder:
                 "start a new run (--out) for other settings"
             )
 
-    def resume_state(self, log: Any = print) -> dict[str, Any]:
-        """last.pt, checked to hold everything a resume needs; a stale best.pt is repaired."""
+    def resume_state(self, spec: Spec) -> dict[str, Any]:
+        """last.pt, checked to hold everything a resume needs and to be a run of `spec`
+        (up to what a resume may change). Reads only: a refused resume changes nothing."""
         state = load_checkpoint(self.last)
         require(self.last, state, RESUME_FIELDS, "resume a run")
-        if self._repair_best(state):
-            log(f"{self.best} was older than the best epoch last.pt records; rewrote it")
+        self.check_resumable(state["spec"], spec)
         return state
 
-    def _repair_best(self, state: dict[str, Any]) -> bool:
+    def repair_best(self, state: dict[str, Any]) -> bool:
         """Rewrite best.pt from last.pt when last.pt's epoch is the best one and best.pt
         (missing, damaged, or from an earlier epoch) does not hold it."""
         metrics = state.get("metrics")
@@ -211,6 +211,14 @@ class RunFolder:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
 
     def append_row(self, row: dict[str, Any]) -> None:
+        """Add an epoch's row; never a second row for an epoch already there, which would
+        mean that another process is training this run too."""
+        epochs = [r.get("epoch") for r in self.rows() if isinstance(r, dict)]
+        if any(isinstance(e, int) and e >= row["epoch"] for e in epochs):
+            raise UsageError(
+                f"{self.metrics} already holds epoch {max(e for e in epochs if isinstance(e, int))}"
+                f": another process is training {self.path} too; stop it and resume"
+            )
         with open(self.metrics, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

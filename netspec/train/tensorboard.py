@@ -22,17 +22,24 @@ from netspec.errors import UsageError
 INSTALL = "pip install 'netspec[tensorboard]'"
 
 
+def writer_class() -> Any:
+    """TensorBoard's SummaryWriter, or one line saying how to install it. Every process of a
+    run asks, not only the one that writes: a mistake found by one process alone would leave
+    the others waiting for it in a collective."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError(
+            f"--tensorboard (train.tensorboard) needs the tensorboard package: {INSTALL}"
+        ) from None
+    return SummaryWriter
+
+
 class Board:
     """The run's event files; created when the first epoch starts, flushed after each."""
 
     def __init__(self, path: Path, log_every: int):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError(
-                f"--tensorboard (train.tensorboard) needs the tensorboard package: {INSTALL}"
-            ) from None
-        self._open = SummaryWriter
+        self._open = writer_class()
         self.path, self.log_every = path, log_every
         self.writer: Any = None
         self.step = 0

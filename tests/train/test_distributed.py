@@ -18,8 +18,10 @@ import torch
 
 from netspec import compile, load_spec
 from netspec.cli import main
+from netspec.errors import WORKER_ERRORS, UsageError, tell, told
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.loop import train
+from netspec.train.runfolder import RunFolder
 from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT
 
@@ -293,3 +295,107 @@ def test_bad_combinations_are_one_line(capsys, small, tmp_path, args, message):
         f"netspec train: {message}"
     )
     assert not (tmp_path / "run").exists()
+
+
+# --- no process outlives the job; a run is written by one job at a time ---------------------
+
+
+def descendants(pid: int, seconds: float = 1.0) -> set[int]:
+    """Every process below `pid` seen over `seconds`: the workers, and the data loader
+    workers that each epoch starts and ends."""
+    found: set[int] = set()
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        todo = [pid]
+        while todo:
+            for child in children(todo.pop()):
+                found.add(child)
+                todo.append(child)
+        time.sleep(0.02)
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def none_left(pids: set[int], within: float = 10.0) -> bool:
+    deadline = time.time() + within
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    return not any(running(p) for p in pids)
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_leaves_no_process_and_the_run_resumes(larger, tmp_path):
+    run = tmp_path / "run"
+    job = start(larger, tmp_path, "--nproc", "2", "--epochs", "20", "--out", str(run))
+    wait_for(run / "last.pt", job)
+    processes = descendants(job.pid)
+    assert len(processes) >= 4  # two workers, and loader workers of theirs
+    job.send_signal(signal.SIGKILL)
+    job.communicate(timeout=60)
+    assert none_left(processes)  # the workers died with the launcher, and theirs with them
+    done = len(rows(run))
+    status, _, err = finish(
+        start(larger, tmp_path, "--resume", str(run), "--epochs", str(done + 1), "--nproc", "2")
+    )
+    assert status == 0, err
+    assert [r["epoch"] for r in rows(run)] == list(range(1, done + 2))  # each epoch once
+
+
+@pytest.mark.slow
+def test_killing_a_worker_leaves_no_process(larger, tmp_path):
+    run = tmp_path / "run"
+    job = start(larger, tmp_path, "--nproc", "2", "--epochs", "20", "--out", str(run))
+    wait_for(run / "last.pt", job)
+    processes = descendants(job.pid)
+    kill_worker(job, 0)
+    finish(job, timeout=60)
+    assert none_left(processes)
+
+
+def test_an_epoch_is_never_logged_twice(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.write_rows([{"epoch": 1}, {"epoch": 2}])
+    with pytest.raises(UsageError, match=r"already holds epoch 2: another process is training"):
+        folder.append_row({"epoch": 2})
+    folder.append_row({"epoch": 3})
+    assert [r["epoch"] for r in folder.rows()] == [1, 2, 3]
+
+
+# --- a mistake one process finds is one line, as in one process -----------------------------
+
+
+@pytest.mark.slow
+def test_a_refused_resume_under_nproc_is_one_line_and_changes_nothing(small, tmp_path):
+    run = tmp_path / "run"
+    one_process(small, run, 1)
+    def files() -> dict[str, bytes]:  # all but the lock, which any command may create
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+
+    (run / "best.pt").unlink()  # a resume repairs a missing best.pt: not a refused one
+    before = files()
+    job = start(small, tmp_path, "--resume", str(run), "--nproc", "2", "--set", "train.lr=0.5")
+    status, _, err = finish(job)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, lines
+    assert "train.lr changed since the run started" in lines[0]
+    assert f"--resume {run}" not in lines[0].split(":", 2)[-1]  # no advice to do it again
+    assert files() == before
+
+
+def test_workers_errors_are_said_once_by_the_launcher(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WORKER_ERRORS, str(tmp_path))
+    for rank in ("1", "0", "2"):
+        monkeypatch.setenv("RANK", rank)
+        tell("netspec train: the same mistake" if rank != "2" else "netspec train: another")
+    assert capsys.readouterr().err == ""  # left for the launcher, not printed by each
+    assert told(tmp_path) == ["netspec train: the same mistake", "netspec train: another"]
+    monkeypatch.delenv(WORKER_ERRORS)
+    tell("netspec train: alone")
+    assert capsys.readouterr().err == "netspec train: alone\n"

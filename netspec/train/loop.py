@@ -173,7 +173,8 @@ class Run:
         self.best = state["best_top1"]
         if self.main:  # every check has passed: from here on the folder may change
             if self.folder.repair_best(state):
-                self.log(f"{self.folder.best} was older than the best epoch in last.pt; rewrote it")
+                best = self.folder.best
+                self.log(f"{best} was older than the best epoch last.pt records; rewrote it")
             self.folder.write_rows(self.rows)  # drop an epoch logged after the last checkpoint
             self.folder.write_spec(self.spec)  # a new train.epochs sticks
         if self.epoch >= self.cfg.epochs:

@@ -67,12 +67,13 @@ def test_loss_every_n_steps_is_the_mean_of_those_steps(tmp_path):
     assert set(got) == {"step/train_loss", "step/lr", "epoch/train_loss"}
 
 
+@pytest.mark.parametrize("processes", [[], ["--nproc", "2"]])
 def test_without_the_package_the_flag_is_one_line_saying_how_to_install(
-    data, tmp_path, monkeypatch, capsys
+    data, tmp_path, monkeypatch, capsys, processes
 ):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     args = ["train", str(TINY), "--data", str(data), "--out", str(tmp_path / "run")]
-    assert main([*args, "--tensorboard"]) == 2
+    assert main([*args, "--tensorboard", *processes]) == 2  # the launcher says it, once
     assert capsys.readouterr().err == (
         "netspec train: --tensorboard (train.tensorboard) needs the tensorboard package: "
         "pip install 'netspec[tensorboard]'\n"

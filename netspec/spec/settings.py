@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SIZE = 2**31 - 1  # any size or count: the largest int32, which cuDNN and many kernels take
 Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
@@ -79,12 +79,24 @@ class TrainConfig(Strict):
     )
 
 
+RGB = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=3, max_length=3)
+]
+
+
 class DataConfig(Strict):
     resize: Size = Field(256, description="shorter side after rescaling")
     crop: Size = Field(227, description="random training crop; = input size")
     mirror: bool = True
-    mean: Literal["pixel", "channel", "none"] = Field(
-        "pixel", description="subtract the training set's mean image, per-channel mean, or nothing"
+    mean: Literal["pixel", "channel", "none"] | RGB = Field(
+        "pixel",
+        description="subtract the training set's mean image, its per-channel mean, nothing, or "
+        "these three values (pixels in [0, 1], e.g. torchvision's [0.485, 0.456, 0.406])",
+    )
+    std: RGB | None = Field(
+        None,
+        description="divide each channel by this, after the mean (pixels in [0, 1], e.g. "
+        "torchvision's [0.229, 0.224, 0.225]); unset: no division, as in the paper",
     )
     pca: Literal["dataset", "imagenet", "none"] = Field(
         "dataset",
@@ -102,6 +114,23 @@ class DataConfig(Strict):
     stats_images: Annotated[int, Field(ge=1)] = Field(
         10000, description="at most this many training images for the mean and PCA"
     )
+
+    @field_validator("mean", mode="before")
+    @classmethod
+    def _mean_kind(cls, mean: object) -> object:
+        if isinstance(mean, list) and len(mean) != 3:
+            raise ValueError(
+                f"must be pixel, channel, none, or three values (red, green, blue in [0, 1]), "
+                f"got {len(mean)} values"
+            )
+        return mean
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, std: list[float] | None) -> list[float] | None:
+        if std is not None and min(std) <= 0:
+            raise ValueError(f"must be positive in every channel, got {std}")
+        return std
 
     @model_validator(mode="after")
     def _crop_fits(self) -> DataConfig:

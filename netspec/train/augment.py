@@ -8,7 +8,8 @@ store). It goes, in the paper's order:
 
 The work is split where it is cheapest. The loader (in its worker processes) only cuts the
 uint8 windows out of the squares: a memory copy, four times smaller than float pixels.
-`Finish` does everything else to the whole batch on the device the model is on, CPU or CUDA.
+`Finish` does everything else to the whole batch on the device the model is on, CPU or CUDA
+(and divides by `data.std` after the noise where a spec asks, as torchvision's nets expect).
 Whether the squares came from an image folder or a packed store, the same `Finish` code
 completes the batch, so the two give the same numbers bit for bit.
 
@@ -95,6 +96,9 @@ def mean_image(cfg: DataConfig, stats: Stats | None) -> Tensor | None:
     """What `cfg.mean` subtracts, as a 3×R×R image (per-channel means broadcast), or None."""
     if cfg.mean == "none":
         return None
+    r = cfg.resize
+    if not isinstance(cfg.mean, str):  # the user's three values
+        return torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1).expand(3, r, r)
     if stats is None:
         raise ValueError(f"data.mean: {cfg.mean} needs training-set statistics")
     if cfg.mean == "pixel":
@@ -104,7 +108,7 @@ def mean_image(cfg: DataConfig, stats: Stats | None) -> Tensor | None:
 
 def needs_stats(cfg: DataConfig) -> bool:
     """Whether these settings use anything fitted on the training set."""
-    return cfg.mean != "none" or cfg.pca == "dataset"
+    return cfg.mean in ("pixel", "channel") or cfg.pca == "dataset"
 
 
 class Windows(NamedTuple):
@@ -182,6 +186,8 @@ class Finish:
             pca = IMAGENET_PCA if cfg.pca == "imagenet" else None
         # p_i · λ_i · σ: the colour noise is Σ_i α_i (p_i λ_i σ), one RGB offset an image
         self.pca = None if pca is None else (pca[1] * pca[0] * cfg.pca_std).to(device)
+        std = None if cfg.std is None else torch.tensor(cfg.std, dtype=torch.float32)
+        self.std = None if std is None else std.view(1, 3, 1, 1).to(device)
 
     def __call__(self, batch: Batch) -> Tensor:
         """float [N, 3, c, c] on the device, N = B (one crop an image) or B·V (views in order)."""
@@ -201,4 +207,6 @@ class Finish:
             # the batch size, and one image's pixels must not
             noise = a[:, 0:1] * p[:, 0] + a[:, 1:2] * p[:, 1] + a[:, 2:3] * p[:, 2]
             x.add_(noise[:, :, None, None])
+        if self.std is not None:
+            x.div_(self.std)
         return x.mul_(self.scale)

@@ -22,6 +22,7 @@ from netspec.train.augment import (
     fit_pca,
     fit_stats,
     mean_image,
+    needs_stats,
 )
 from netspec.train.data import Crops
 from netspec.train.decode import rescale_and_center
@@ -274,3 +275,44 @@ def test_rescale_shorter_side_then_centre_square():
 def test_crop_larger_than_resize_is_refused():
     with pytest.raises(ValueError, match=r"data\.crop \(9\) must not exceed data\.resize \(8\)"):
         cfg(crop=9)
+
+
+# --- torchvision's per-channel normalisation ---------------------------------------------
+
+
+def test_mean_and_std_lists_normalise_as_torchvision_does():
+    from torchvision.transforms import v2
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    c = cfg(mean=list(mean), std=list(std))
+    assert not needs_stats(c)  # nothing fitted on the training set
+    img = np.random.default_rng(6).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    out = finished(c, None, eval_batch(c, img))[0]
+    reference = v2.Compose([v2.CenterCrop(6), v2.ToDtype(torch.float32, scale=True)])
+    want = v2.Normalize(mean, std)(reference(torch.from_numpy(img)))
+    np.testing.assert_allclose(out, want.double().numpy(), atol=1e-6)
+
+
+def test_colour_noise_is_added_before_the_division_by_std():
+    img = np.full((3, 8, 8), 128, dtype=np.uint8)
+    c = cfg(mean=[0.5, 0.5, 0.5], std=[0.5, 0.25, 0.125], pca="imagenet", mirror=False)
+    batch = train_batch(c, img, 4)
+    out = finished(c, None, batch)
+    eigvals, eigvecs = (t.double().numpy() for t in IMAGENET_PCA)
+    for j in range(4):
+        shift = eigvecs @ (batch.windows.alpha[j].double().numpy() * 0.1 * eigvals)
+        want = (128 / 255 - 0.5 + shift) / np.array([0.5, 0.25, 0.125])
+        np.testing.assert_allclose(out[j, :, 0, 0], want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"std": [0.2, 0.0, 0.2]}, "must be positive in every channel"),
+        ({"mean": [0.5, 0.5]}, r"or three values \(red, green, blue in \[0, 1\]\), got 2 values"),
+        ({"std": [0.2, 0.2, 0.2, 0.2]}, "at most 3 items"),
+    ],
+)
+def test_bad_mean_and_std_lists_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        cfg(**values)

@@ -375,6 +375,7 @@ def test_an_epoch_is_never_logged_twice(tmp_path):
 def test_a_refused_resume_under_nproc_is_one_line_and_changes_nothing(small, tmp_path):
     run = tmp_path / "run"
     one_process(small, run, 1)
+
     def files() -> dict[str, bytes]:  # all but the lock, which any command may create
         return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
 

@@ -140,6 +140,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     _allow_stale_argument(p)
     p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="start from the weights in FILE (a run's checkpoint or a state_dict) wherever "
+        "a layer's name and shape match; the other layers keep the spec's initialisation",
+    )
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--workers", type=int, help="override data.workers")

@@ -109,6 +109,11 @@ class Layer(Strict):
     inputs: list[Name] | None = Field(
         None, description="layers whose outputs this one takes; default: the previous layer"
     )
+    weights_key: str | None = Field(
+        None,
+        description="what this layer's tensors are called in a file given to --init-from "
+        "(e.g. features.0 in torchvision's AlexNet); default: the layer's name",
+    )
     has_weights: ClassVar[bool] = False
     joins: ClassVar[bool] = False  # takes two or more inputs
 

@@ -171,6 +171,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.init_from and args.resume:
+        raise UsageError(
+            "--init-from starts a new run from other weights, and --resume continues a run "
+            "from its own last.pt: give one of them"
+        )
     if args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: give 1 or more processes")
     if args.max_restarts < 0:
@@ -258,7 +263,17 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
         try:
             # netspec's launcher compared a store with its source before it started the workers
             stale = "unchecked" if world and world.own_launcher else _stale(args)
-            train(target.spec, root, out, device, target.resume, parallel=parallel, stale=stale)
+            init_from = Path(args.init_from) if args.init_from else None
+            train(
+                target.spec,
+                root,
+                out,
+                device,
+                target.resume,
+                parallel=parallel,
+                stale=stale,
+                init_from=init_from,
+            )
         except Diverged as exc:
             print(f"netspec train: {exc}", file=sys.stderr)
             return 1

@@ -31,6 +31,7 @@ from netspec.train.checks import open_training_data
 from netspec.train.curves import draw_curves
 from netspec.train.device import options_for
 from netspec.train.evaluate import Options, evaluate
+from netspec.train.finetune import copy_matching
 from netspec.train.optim import make_optimizer
 from netspec.train.parallel import OneProcess
 from netspec.train.progress import Progress
@@ -125,6 +126,7 @@ class Run:
         log: Log = print,
         parallel: OneProcess | None = None,
         stale: Stale = "refuse",
+        init_from: Path | None = None,
     ):
         self.parallel = parallel or OneProcess(spec, device)
         self.main = self.parallel.is_main
@@ -142,7 +144,10 @@ class Run:
         self.data_root = data_root
         self.opts = options_for(spec, device, self.data.stats, note=self.main)
         torch.manual_seed(self.cfg.seed)
-        model = compile(spec).to(device)
+        model = compile(spec)
+        if init_from is not None:  # before the model is split or replicated: every mode
+            self.log(copy_matching(model, spec, init_from).line(init_from))
+        model = model.to(device)
         if self.opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.parallel.wrap(model)
@@ -324,11 +329,14 @@ def train(
     log: Log = print,
     parallel: OneProcess | None = None,
     stale: Stale = "refuse",
+    init_from: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train `spec` on the image folder or store `data_root`, writing the run into `out`;
     `parallel` is this process's part in a multi-process run (default: one process alone);
-    `stale` says what a store whose source changed gets."""
-    run = Run(spec, data_root, out, torch.device(device), log, parallel, stale)
+    `stale` says what a store whose source changed gets; a new run starts from the weights
+    of `init_from` where they fit (netspec.train.finetune)."""
+    first = None if resume else init_from
+    run = Run(spec, data_root, out, torch.device(device), log, parallel, stale, first)
     if resume:
         run.resume()
     else:

@@ -1,0 +1,91 @@
+"""`netspec train --init-from FILE`: start a run from another's weights, by Caffe's rule.
+
+Caffe's fine-tuning rule: every tensor whose key and shape match is copied, and every other
+layer keeps the spec's own initialisation. So a net trained for 1000 classes starts a
+10-class run with everything but its last layer, and one line says which layers start fresh.
+
+FILE is a run's checkpoint (`last.pt`, `best.pt`) or a plain `state_dict` (torchvision's
+weight files are plain state_dicts). A layer whose parameters are named otherwise in FILE
+(`features.0` for torchvision's first convolution) says so in the spec with `weights_key`;
+a spec whose layers are named as torchvision names its modules needs no key at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from netspec.errors import UsageError
+from netspec.spec.model import Spec
+from netspec.train.checkpoint import load_checkpoint
+
+
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a netspec checkpoint (its model) or of a plain state_dict."""
+    state = load_checkpoint(file)
+    weights = state.get("model", state)
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise UsageError(
+            f"--init-from {file}: neither a netspec checkpoint nor a state_dict (a mapping of "
+            "names to tensors)"
+        )
+    return weights
+
+
+def source_keys(spec: Spec) -> dict[str, str]:
+    """Each layer's name in the weights file: its `weights_key`, or its own name."""
+    return {layer.name: getattr(layer, "weights_key", None) or layer.name for layer in spec.layers}
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What `copy_matching` did: tensors copied, and the layers left as the spec made them,
+    each with the reason."""
+
+    tensors: int
+    fresh: dict[str, str]
+
+    def line(self, file: Path) -> str:
+        fresh = "; ".join(f"{name} ({why})" for name, why in self.fresh.items()) or "none"
+        return f"--init-from {file}: copied {self.tensors} tensors; initialised fresh: {fresh}"
+
+
+def copy_matching(model: nn.Module, spec: Spec, file: Path) -> Copied:
+    """Copy into `model` every tensor of FILE whose key (through `weights_key`) and shape
+    match; the rest keep the spec's initialisation. FILE matching nothing is an error."""
+    weights = read_weights(file)
+    keys = source_keys(spec)
+    state = model.state_dict()
+    fresh: dict[str, str] = {}
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in state.items():
+            layer, _, rest = key.partition(".")
+            source = f"{keys.get(layer, layer)}.{rest}"
+            found = weights.get(source)
+            if found is None:
+                fresh.setdefault(layer, f"no {source} in the file")
+            elif found.shape != tensor.shape:
+                fresh.setdefault(
+                    layer,
+                    f"{source} is {_shape(found)} in the file, {_shape(tensor)} in the spec",
+                )
+            else:
+                tensor.copy_(found)
+                copied += 1
+    if not copied:
+        raise UsageError(
+            f"--init-from {file}: none of its {len(weights)} tensors matches a layer of "
+            f"{spec.name} by name and shape (its first: {next(iter(weights), 'none')}); "
+            "name the layers as the file does, or give them weights_key"
+        )
+    return Copied(copied, fresh)
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "×".join(map(str, tensor.shape)) or "a scalar"

@@ -1,16 +1,19 @@
 """The `netspec` command: build · draw · pack · train · eval · export · ablate · schema.
 
 A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
-status 2; `--debug` shows the traceback instead.
+status 2; `--debug` shows the traceback instead. Flags are checked here, where only the
+standard library is loaded: a mistake in one is reported at once, not after the seconds it
+takes a command to import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from netspec.errors import SpecError, UsageError, tell
 
@@ -30,6 +33,41 @@ def command(name: str, help: str, target: str) -> Callable:
         return add_arguments
 
     return register
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's refusals as netspec's: one line naming the command, exit status 2 (argparse
+    alone prints the usage too, and exits inside parse_args)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def whole(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of `what`, from `minimum` (to `maximum`)."""
+    allowed = f"{minimum} or more" if maximum is None else f"{minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give {allowed} {what}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"give {allowed} {what}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"give a number between 0 and 1, e.g. 0.25; got {text}")
+    return value
 
 
 def _spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +129,9 @@ def _allow_stale_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+PACK_WORKERS_PER_CORE = 2  # more decoding processes than this only compete for the cores
+
+
 @command(
     "pack",
     "decode a data folder once into a packed store that train, eval and ablate read",
@@ -104,27 +145,39 @@ def _pack_arguments(p: argparse.ArgumentParser) -> None:
         help="an image folder with train/<class>/ and val/<class>/ (or ImageNet's layout with "
         "its devkit), or 'shapes'",
     )
-    p.add_argument("-o", "--output", required=True, help="the store's folder (new or empty)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the store's folder (new or empty)",
+    )
     p.add_argument(
         "--resize",
-        type=int,
+        type=whole(1, "pixels"),
         default=256,
         help="shorter side in pixels, then the central square is kept (default 256, the "
         "paper's; must equal the spec's data.resize)",
     )
+    cores = os.cpu_count() or 1
     p.add_argument(
         "--workers",
-        type=int,
+        type=whole(0, f"processes ({cores} CPU cores here)", PACK_WORKERS_PER_CORE * cores),
         metavar="N",
         help="decoding processes (default: one per CPU core)",
     )
     p.add_argument(
         "--stats-images",
-        type=int,
+        type=whole(1, "images"),
         default=DataConfig.model_fields["stats_images"].default,
         metavar="N",
         help="fit the mean image and PCA on at most N training images, as train does "
         "(default: the spec language's data.stats_images)",
+    )
+
+
+def _workers_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", type=whole(0, "loader processes"), metavar="N", help="override data.workers"
     )
 
 
@@ -140,13 +193,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     _allow_stale_argument(p)
     p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size")
-    p.add_argument("--workers", type=int, help="override data.workers")
+    p.add_argument("--epochs", type=whole(1, "epochs"), help="override train.epochs")
+    p.add_argument("--batch-size", type=whole(1, "images"), help="override train.batch_size")
+    _workers_argument(p)
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
     p.add_argument(
         "--nproc",
-        type=int,
+        type=whole(1, "processes"),
         default=1,
         metavar="N",
         help="train in N local processes, started by torch's elastic launcher (default 1)",
@@ -159,7 +212,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-restarts",
-        type=int,
+        type=whole(0, "restarts"),
         default=0,
         metavar="K",
         help="with --nproc: restart the processes up to K times after a failure; they resume "
@@ -183,7 +236,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     _allow_stale_argument(p)
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
-    p.add_argument("--workers", type=int, help="override data.workers")
+    _workers_argument(p)
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
 
 
@@ -232,13 +285,15 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
         "--data", help="override the study's data: 'shapes', an image folder or a packed store"
     )
     _allow_stale_argument(p)
-    p.add_argument("--epochs", type=int, help="override the study's epochs")
+    p.add_argument("--epochs", type=whole(1, "epochs"), help="override the study's epochs")
     p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
     p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, sharing the CPU cores")
+    p.add_argument(
+        "--jobs", type=whole(1, "runs"), default=1, help="runs at once, sharing the CPU cores"
+    )
     p.add_argument(
         "--target",
-        type=float,
+        type=_fraction,
         help="override target_train_error (the mark for 'epochs to reach it'), e.g. 0.25",
     )
 
@@ -307,7 +362,7 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netspec", description=__doc__.splitlines()[0])
+    p = Parser(prog="netspec", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
@@ -325,7 +380,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from netspec.interrupt import deferred, describe, exit_status, sigterm_as_interrupt
 
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:  # a mistake in the flags, found before any import
+        print(exc, file=sys.stderr)
+        return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:

@@ -171,10 +171,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    if args.nproc < 1:
-        raise UsageError(f"--nproc {args.nproc}: give 1 or more processes")
-    if args.max_restarts < 0:
-        raise UsageError(f"--max-restarts {args.max_restarts}: give 0 or more restarts")
     world = World.from_env()
     if world is None and args.nproc > 1:
         return _launch(args)

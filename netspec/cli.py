@@ -13,8 +13,10 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from netspec import outputs
 from netspec.errors import SpecError, UsageError, tell
 
 if TYPE_CHECKING:
@@ -70,6 +72,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _output(check: Callable[[Path], None]) -> Callable[[str], str]:
+    """An argparse type for a path the command writes: checked before any work."""
+
+    def parse(text: str) -> str:
+        try:
+            check(Path(text))
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+output_file = _output(outputs.check_file)
+output_folder = _output(outputs.check_folder)
+
+
 def _spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="the spec file, e.g. specs/alexnet.yaml")
     p.add_argument(
@@ -106,6 +125,7 @@ def _draw_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         required=True,
+        type=output_file,
         help="file to write; the format comes from the extension: svg, png, pdf, dot",
     )
     p.add_argument(
@@ -149,6 +169,7 @@ def _pack_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         required=True,
+        type=output_folder,
         help="the store's folder (new or empty)",
     )
     p.add_argument(
@@ -191,8 +212,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         "wrote, or 'shapes'",
     )
     _allow_stale_argument(p)
-    p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument("--out", type=output_folder, help="run folder (default runs/<spec name>-<time>)")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=output_folder,
+        help="continue the run in DIR from its last.pt",
+    )
     p.add_argument("--epochs", type=whole(1, "epochs"), help="override train.epochs")
     p.add_argument("--batch-size", type=whole(1, "images"), help="override train.batch_size")
     _workers_argument(p)
@@ -254,6 +280,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         required=True,
+        type=output_file,
         help="file to write; the format comes from the extension: .onnx (ONNX), "
         ".py (PyTorch source, with its weights beside it as .pt)",
     )
@@ -287,7 +314,9 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     _allow_stale_argument(p)
     p.add_argument("--epochs", type=whole(1, "epochs"), help="override the study's epochs")
     p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
-    p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")
+    p.add_argument(
+        "--out", type=output_folder, help="the study's folder (default runs/ablate-<name>)"
+    )
     p.add_argument(
         "--jobs", type=whole(1, "runs"), default=1, help="runs at once, sharing the CPU cores"
     )
@@ -315,8 +344,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_draw(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from netspec import build_graph, load_spec
     from netspec.backends import diagram
 

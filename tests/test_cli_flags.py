@@ -85,6 +85,11 @@ REFUSED = [
         "(choose from 'cpu', 'cuda', 'mps')",
     ),
     (["build", ALEXNET, "--jsn"], "netspec: unrecognized arguments: --jsn"),
+    (
+        ["draw", ALEXNET, "-o", str(ROOT)],
+        f"netspec draw: argument -o/--output: {ROOT} is a folder: give the file to write in "
+        f"it, e.g. {ROOT / 'out'}",
+    ),
 ]
 
 # main() on each argv of sys.argv[1] (JSON); prints [status, stderr] for each, then the

@@ -9,10 +9,14 @@ takes a command to import torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -87,6 +91,51 @@ def _output(check: Callable[[Path], None]) -> Callable[[str], str]:
 
 output_file = _output(outputs.check_file)
 output_folder = _output(outputs.check_folder)
+
+
+class Version(argparse.Action):
+    """`--version`: netspec's and torch's, found without importing torch, which takes
+    seconds."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print netspec's and torch's versions and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        print(f"netspec {_installed('netspec')} (torch {_torch_version()})")
+        parser.exit()
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _torch_version() -> str:
+    """torch.__version__, read from torch/version.py: the package's metadata may leave out
+    the build (2.4.1, not 2.4.1+cu121), which tells a CUDA build from a CPU one."""
+    found = find_spec("torch")
+    if found is None or not found.submodule_search_locations:
+        return "not installed"
+    with contextlib.suppress(OSError, ValueError):
+        source = Path(found.submodule_search_locations[0], "version.py").read_text()
+        assigned = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", source, re.M)
+        if assigned:
+            return assigned[1]
+    return _installed("torch")
 
 
 def _spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -390,6 +439,7 @@ def run_schema(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="netspec", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action=Version)
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
+import torch
 
 from netspec.cli import main
 from tests.conftest import ROOT
@@ -129,3 +131,23 @@ def test_flag_mistakes_are_one_line_before_torch_is_imported():
 def test_a_flag_mistake_returns_2_with_one_line(capsys, argv, message):
     assert main(argv) == 2
     assert capsys.readouterr() == ("", f"{message}\n")
+
+
+VERSION = """
+import sys
+from netspec.cli import main
+try:
+    main(["--version"])
+except SystemExit as exc:
+    print(exc.code, "torch" in sys.modules)
+"""
+
+
+def test_version_names_netspec_and_torch_without_importing_torch():
+    done = subprocess.run(
+        [sys.executable, "-c", VERSION], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.stdout.splitlines() == [
+        f"netspec {metadata.version('netspec')} (torch {torch.__version__})",
+        "0 False",
+    ]

@@ -111,7 +111,7 @@ def test_a_bad_value_is_located_at_the_override(tmp_path):
     (line,) = problems(tmp_path, GOOD.replace("[layers.norm1=null]", "[layers.conv1.filters=0]"))
     assert line == (
         f"{tmp_path / 'study.yaml'}:8:12: variant no-lrn: layers[0] (conv1): "
-        "filters must be ≥ 1, got 0"
+        f"filters must be ≥ 1, got 0 (overriding {TINY}:8:31)"
     )
 
 

@@ -33,7 +33,7 @@ from netspec.train.device import options_for
 from netspec.train.evaluate import Options, evaluate
 from netspec.train.optim import make_optimizer
 from netspec.train.parallel import OneProcess
-from netspec.train.progress import Progress
+from netspec.train.progress import After, Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
 from netspec.train.store import Stale
@@ -72,12 +72,14 @@ def train_epoch(
     label: str,
     on_step: Callable[[int, float], None] | None = None,
     show_progress: bool = True,
+    after: After | None = None,
 ) -> dict[str, float]:
     """One pass over the training batches; the mean loss, the share of top-1 hits (counted on
-    the augmented batches with dropout on, as they are trained), the speed and the waiting."""
+    the augmented batches with dropout on, as they are trained), the speed and the waiting.
+    `after` is the rest of the run, for the progress display's estimate of its end."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    progress = Progress(steps, label, quiet=not show_progress)
+    progress = Progress(steps, label, quiet=not show_progress, after=after or After())
     total_loss = images = correct = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
@@ -253,6 +255,7 @@ class Run:
                 label,
                 hook,
                 show_progress=self.main,
+                after=self.after(epoch),
             )
         except Diverged as exc:
             kept = f"{self.folder.last} (epoch {epoch})" if epoch else "none yet"
@@ -261,6 +264,13 @@ class Run:
                 f"Try a lower learning rate, e.g. --set train.lr={cfg.lr / 10:g}"
             ) from None
         return self.over_replicas(stats)
+
+    def after(self, epoch: int) -> After:
+        """The run beyond `epoch` (0 is the first): the epochs left, and the mean length of
+        those done (in earlier sessions too, for a resumed run)."""
+        seconds = [row["seconds"] for row in self.rows if "seconds" in row]
+        mean = sum(seconds) / len(seconds) if seconds else None
+        return After(self.cfg.epochs - epoch - 1, mean)
 
     def over_replicas(self, stats: dict[str, float]) -> dict[str, float]:
         """One replica's epoch figures → the whole run's."""

@@ -12,6 +12,7 @@ up the figures, and the main process alone logs and writes the run folder.
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -208,7 +209,21 @@ class Run:
                 raise
             self.save_interrupted()
             raise_pending()
+        if self.rows:
+            self.log(self.summary())
         return self.rows
+
+    def summary(self) -> str:
+        """The run's last line: how good it got, where its checkpoints are, and the command
+        that evaluates the best one, as it would be typed."""
+        best = max(self.rows, key=lambda row: row["val_top1"])  # the first of equals: best.pt's
+        f = self.folder
+        evaluate = ["netspec", "eval", f.spec, "--checkpoint", f.best, "--data", self.data_root]
+        return (
+            f"finished: best top-1 {best['val_top1']:.2%} at epoch {best['epoch']} of "
+            f"{self.cfg.epochs} in {f.best}, the last epoch in {f.last}; "
+            f"next: {shlex.join(map(str, evaluate))}"
+        )
 
     def save_interrupted(self) -> None:
         """last.pt stays the resume point; the unfinished epoch's weights go beside it."""

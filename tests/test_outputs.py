@@ -167,3 +167,17 @@ def test_good_outputs_pass_the_checks(tmp_path):
     check_folder(tmp_path)
     check_folder(tmp_path / "new" / "deeper")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.svg"]
+
+
+def test_ablates_default_folder_is_checked_too(capsys, tmp_path, monkeypatch):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"name: tiny\nspec: {ROOT}/tests/nets/tiny.yaml\ndata: shapes\nepochs: 1\nseeds: 1\n"
+        "variants:\n  baseline: []\n"
+    )
+    monkeypatch.chdir("/proc")  # runs/ablate-tiny would be /proc/runs/ablate-tiny
+    assert main(["ablate", str(study)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "netspec ablate: runs/ablate-tiny is under /proc, the kernel's files: write elsewhere\n",
+    )

@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
     except UsageError as exc:  # a mistake in the flags, found before any import
-        print(exc, file=sys.stderr)
+        tell(str(exc))
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")

@@ -1,17 +1,26 @@
 """The `netspec` command: build · draw · pack · train · eval · export · ablate · schema.
 
 A user's mistake (spec, flag, data folder) prints located one-line messages and exits with
-status 2; `--debug` shows the traceback instead.
+status 2; `--debug` shows the traceback instead. Flags are checked here, where only the
+standard library is loaded: a mistake in one is reported at once, not after the seconds it
+takes a command to import torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
+from netspec import outputs
 from netspec.errors import SpecError, UsageError, tell
 
 if TYPE_CHECKING:
@@ -30,6 +39,103 @@ def command(name: str, help: str, target: str) -> Callable:
         return add_arguments
 
     return register
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's refusals as netspec's: one line naming the command, exit status 2 (argparse
+    alone prints the usage too, and exits inside parse_args)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def whole(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of `what`, from `minimum` (to `maximum`)."""
+    allowed = f"{minimum} or more" if maximum is None else f"{minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give {allowed} {what}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"give {allowed} {what}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"give a number between 0 and 1, e.g. 0.25; got {text}")
+    return value
+
+
+def _output(check: Callable[[Path], None]) -> Callable[[str], str]:
+    """An argparse type for a path the command writes: checked before any work."""
+
+    def parse(text: str) -> str:
+        try:
+            check(Path(text))
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+output_file = _output(outputs.check_file)
+output_folder = _output(outputs.check_folder)
+
+
+class Version(argparse.Action):
+    """`--version`: netspec's and torch's, found without importing torch, which takes
+    seconds."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print netspec's and torch's versions and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        print(f"netspec {_installed('netspec')} (torch {_torch_version()})")
+        parser.exit()
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _torch_version() -> str:
+    """torch.__version__, read from torch/version.py: the package's metadata may leave out
+    the build (2.4.1, not 2.4.1+cu121), which tells a CUDA build from a CPU one."""
+    found = find_spec("torch")
+    if found is None or not found.submodule_search_locations:
+        return "not installed"
+    with contextlib.suppress(OSError, ValueError):
+        source = Path(found.submodule_search_locations[0], "version.py").read_text()
+        assigned = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", source, re.M)
+        if assigned:
+            return assigned[1]
+    return _installed("torch")
 
 
 def _spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +174,7 @@ def _draw_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         required=True,
+        type=output_file,
         help="file to write; the format comes from the extension: svg, png, pdf, dot",
     )
     p.add_argument(
@@ -91,6 +198,9 @@ def _allow_stale_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+PACK_WORKERS_PER_CORE = 2  # more decoding processes than this only compete for the cores
+
+
 @command(
     "pack",
     "decode a data folder once into a packed store that train, eval and ablate read",
@@ -104,27 +214,40 @@ def _pack_arguments(p: argparse.ArgumentParser) -> None:
         help="an image folder with train/<class>/ and val/<class>/ (or ImageNet's layout with "
         "its devkit), or 'shapes'",
     )
-    p.add_argument("-o", "--output", required=True, help="the store's folder (new or empty)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=output_folder,
+        help="the store's folder (new or empty)",
+    )
     p.add_argument(
         "--resize",
-        type=int,
+        type=whole(1, "pixels"),
         default=256,
         help="shorter side in pixels, then the central square is kept (default 256, the "
         "paper's; must equal the spec's data.resize)",
     )
+    cores = os.cpu_count() or 1
     p.add_argument(
         "--workers",
-        type=int,
+        type=whole(0, f"processes ({cores} CPU cores here)", PACK_WORKERS_PER_CORE * cores),
         metavar="N",
         help="decoding processes (default: one per CPU core)",
     )
     p.add_argument(
         "--stats-images",
-        type=int,
+        type=whole(1, "images"),
         default=DataConfig.model_fields["stats_images"].default,
         metavar="N",
         help="fit the mean image and PCA on at most N training images, as train does "
         "(default: the spec language's data.stats_images)",
+    )
+
+
+def _workers_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", type=whole(0, "loader processes"), metavar="N", help="override data.workers"
     )
 
 
@@ -138,21 +261,26 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         "wrote, or 'shapes'",
     )
     _allow_stale_argument(p)
-    p.add_argument("--out", help="run folder (default runs/<spec name>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument("--out", type=output_folder, help="run folder (default runs/<spec name>-<time>)")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=output_folder,
+        help="continue the run in DIR from its last.pt",
+    )
     p.add_argument(
         "--init-from",
         metavar="FILE",
         help="start from the weights in FILE (a run's checkpoint or a state_dict) wherever "
         "a layer's name and shape match; the other layers keep the spec's initialisation",
     )
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size")
-    p.add_argument("--workers", type=int, help="override data.workers")
+    p.add_argument("--epochs", type=whole(1, "epochs"), help="override train.epochs")
+    p.add_argument("--batch-size", type=whole(1, "images"), help="override train.batch_size")
+    _workers_argument(p)
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
     p.add_argument(
         "--nproc",
-        type=int,
+        type=whole(1, "processes"),
         default=1,
         metavar="N",
         help="train in N local processes, started by torch's elastic launcher (default 1)",
@@ -165,7 +293,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-restarts",
-        type=int,
+        type=whole(0, "restarts"),
         default=0,
         metavar="K",
         help="with --nproc: restart the processes up to K times after a failure; they resume "
@@ -189,7 +317,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     _allow_stale_argument(p)
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
-    p.add_argument("--workers", type=int, help="override data.workers")
+    _workers_argument(p)
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
 
 
@@ -207,6 +335,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         required=True,
+        type=output_file,
         help="file to write; the format comes from the extension: .onnx (ONNX), "
         ".py (PyTorch source, with its weights beside it as .pt)",
     )
@@ -238,13 +367,17 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
         "--data", help="override the study's data: 'shapes', an image folder or a packed store"
     )
     _allow_stale_argument(p)
-    p.add_argument("--epochs", type=int, help="override the study's epochs")
+    p.add_argument("--epochs", type=whole(1, "epochs"), help="override the study's epochs")
     p.add_argument("--seeds", type=_seeds, help="a count (5: seeds 0-4) or a list (0,1,7)")
-    p.add_argument("--out", help="the study's folder (default runs/ablate-<name>)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, sharing the CPU cores")
+    p.add_argument(
+        "--out", type=output_folder, help="the study's folder (default runs/ablate-<name>)"
+    )
+    p.add_argument(
+        "--jobs", type=whole(1, "runs"), default=1, help="runs at once, sharing the CPU cores"
+    )
     p.add_argument(
         "--target",
-        type=float,
+        type=_fraction,
         help="override target_train_error (the mark for 'epochs to reach it'), e.g. 0.25",
     )
 
@@ -266,8 +399,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_draw(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from netspec import build_graph, load_spec
     from netspec.backends import diagram
 
@@ -313,7 +444,8 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netspec", description=__doc__.splitlines()[0])
+    p = Parser(prog="netspec", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action=Version)
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
@@ -331,7 +463,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from netspec.interrupt import deferred, describe, exit_status, sigterm_as_interrupt
 
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:  # a mistake in the flags, found before any import
+        tell(str(exc))
+        return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher passes on
     module, _, function = COMMANDS[args.command][2].partition(":")
     try:

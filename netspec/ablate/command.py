@@ -14,6 +14,7 @@ from netspec.ablate.runs import Job, Runner, State, jobs_of, state_of, thread_en
 from netspec.ablate.study import Plan, load_study
 from netspec.ablate.summary import write_summary
 from netspec.errors import UsageError
+from netspec.outputs import check_folder
 from netspec.spec.model import load_spec
 from netspec.train.checks import check_data_fits, check_sizes
 from netspec.train.data import open_data, resolve_data_dir
@@ -28,6 +29,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     if args.target is not None and not 0 < args.target < 1:
         raise UsageError(f"--target must be between 0 and 1, got {args.target}")
     plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out, args.target)
+    check_folder(plan.out)  # the default, runs/ablate-<name>, too (netspec.cli checks --out)
     data = plan.data if plan.data == "shapes" else str(Path(plan.data).resolve())
     jobs = jobs_of(plan)
     states = [(job, state_of(plan, job, data)) for job in jobs]

@@ -132,6 +132,8 @@ class Document:
     values: dict[Loc, str] = field(default_factory=dict)
     keys: dict[Loc, str] = field(default_factory=dict)
     removals: list[Removal] = field(default_factory=list)
+    # where in the file each `--set` override (by its location) replaced a key or value
+    replaced: dict[str, str] = field(default_factory=dict)
 
     def where(self, loc: Loc, key: bool = False) -> str:
         """The location of `loc`, or of its nearest enclosing value that has one."""

@@ -24,7 +24,17 @@ from netspec.spec.document import Document, Loc
 def located_problems(doc: Document, exc: ValidationError, root: type[BaseModel]) -> list[Problem]:
     """One problem per mistake, in file order; `root` is the model the whole document is."""
     found = dict.fromkeys(_problem(_Error.of(doc, err, root)) for err in exc.errors())
-    return sorted(_join_alternatives(found), key=lambda p: _order(p.where))
+    problems = [_with_replaced(doc, p) for p in _join_alternatives(found)]
+    return sorted(problems, key=lambda p: _order(p.where))
+
+
+def _with_replaced(doc: Document, problem: Problem) -> Problem:
+    """A bad value from `--set` also names the spec line it overrode: that line is what the
+    user sees in the file, and otherwise reads as fine."""
+    replaced = doc.replaced.get(problem.where)
+    if replaced is None:
+        return problem
+    return Problem(problem.where, f"{problem.message} (overriding {replaced})", problem.context)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
     if not isinstance(doc.data, dict):
         return  # an empty file, or a list: validate() says so, which is the real mistake
     problems: list[Problem] = []
+    in_file = {*doc.values.values(), *doc.keys.values()}
     for text in overrides:
         where = f"--set {text if len(text) <= SHOWN else text[: SHOWN - 1] + '…'}"
         try:
-            _apply(doc, text, where)
+            _apply(doc, text, where, in_file)
         except SpecError as exc:
             problems.extend(exc.problems)
         except _Bad as exc:
@@ -39,7 +40,7 @@ class _Bad(Exception):
     pass
 
 
-def _apply(doc: Document, text: str, where: str) -> None:
+def _apply(doc: Document, text: str, where: str, in_file: set[str]) -> None:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise _Bad("expected KEY=VALUE, e.g. --set layers.conv1.filters=64")
@@ -59,6 +60,10 @@ def _apply(doc: Document, text: str, where: str) -> None:
     if parsed.data is None and value.strip() and loc[:-1] == ("layers",):
         _remove_layer(doc, int(last), where)
         return
+    # a mistake in the value names the spec line it replaced, where the file wrote one
+    was = doc.keys.get(loc, doc.values.get(loc))
+    if was in in_file:
+        doc.replaced[where] = was
     for table in (doc.values, doc.keys):
         for old in [k for k in table if k[: len(loc)] == loc]:
             del table[old]

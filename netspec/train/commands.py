@@ -176,10 +176,6 @@ def _run_train(args: argparse.Namespace) -> int:
             "--init-from starts a new run from other weights, and --resume continues a run "
             "from its own last.pt: give one of them"
         )
-    if args.nproc < 1:
-        raise UsageError(f"--nproc {args.nproc}: give 1 or more processes")
-    if args.max_restarts < 0:
-        raise UsageError(f"--max-restarts {args.max_restarts}: give 0 or more restarts")
     world = World.from_env()
     if world is None and args.nproc > 1:
         return _launch(args)

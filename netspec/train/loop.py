@@ -12,6 +12,7 @@ up the figures, and the main process alone logs and writes the run folder.
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -34,7 +35,7 @@ from netspec.train.evaluate import Options, evaluate
 from netspec.train.finetune import copy_matching
 from netspec.train.optim import make_optimizer
 from netspec.train.parallel import OneProcess
-from netspec.train.progress import Progress
+from netspec.train.progress import After, Progress
 from netspec.train.runfolder import RunFolder, spec_yaml
 from netspec.train.schedule import apply_lr, make_schedule
 from netspec.train.store import Stale
@@ -73,12 +74,14 @@ def train_epoch(
     label: str,
     on_step: Callable[[int, float], None] | None = None,
     show_progress: bool = True,
+    after: After | None = None,
 ) -> dict[str, float]:
     """One pass over the training batches; the mean loss, the share of top-1 hits (counted on
-    the augmented batches with dropout on, as they are trained), the speed and the waiting."""
+    the augmented batches with dropout on, as they are trained), the speed and the waiting.
+    `after` is the rest of the run, for the progress display's estimate of its end."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    progress = Progress(steps, label, quiet=not show_progress)
+    progress = Progress(steps, label, quiet=not show_progress, after=after or After())
     total_loss = images = correct = 0.0
     wait = 0.0
     start = tick = time.perf_counter()
@@ -211,7 +214,21 @@ class Run:
                 raise
             self.save_interrupted()
             raise_pending()
+        if self.rows:
+            self.log(self.summary())
         return self.rows
+
+    def summary(self) -> str:
+        """The run's last line: how good it got, where its checkpoints are, and the command
+        that evaluates the best one, as it would be typed."""
+        best = max(self.rows, key=lambda row: row["val_top1"])  # the first of equals: best.pt's
+        f = self.folder
+        evaluate = ["netspec", "eval", f.spec, "--checkpoint", f.best, "--data", self.data_root]
+        return (
+            f"finished: best top-1 {best['val_top1']:.2%} at epoch {best['epoch']} of "
+            f"{self.cfg.epochs} in {f.best}, the last epoch in {f.last}; "
+            f"next: {shlex.join(map(str, evaluate))}"
+        )
 
     def save_interrupted(self) -> None:
         """last.pt stays the resume point; the unfinished epoch's weights go beside it."""
@@ -258,6 +275,7 @@ class Run:
                 label,
                 hook,
                 show_progress=self.main,
+                after=self.after(epoch),
             )
         except Diverged as exc:
             kept = f"{self.folder.last} (epoch {epoch})" if epoch else "none yet"
@@ -266,6 +284,13 @@ class Run:
                 f"Try a lower learning rate, e.g. --set train.lr={cfg.lr / 10:g}"
             ) from None
         return self.over_replicas(stats)
+
+    def after(self, epoch: int) -> After:
+        """The run beyond `epoch` (0 is the first): the epochs left, and the mean length of
+        those done (in earlier sessions too, for a resumed run)."""
+        seconds = [row["seconds"] for row in self.rows if "seconds" in row]
+        mean = sum(seconds) / len(seconds) if seconds else None
+        return After(self.cfg.epochs - epoch - 1, mean)
 
     def over_replicas(self, stats: dict[str, float]) -> dict[str, float]:
         """One replica's epoch figures → the whole run's."""

@@ -428,22 +428,11 @@ def pack(source: Path, out: Path, resize: int, workers: int, stats_images: int) 
     return 0
 
 
-WORKERS_PER_CORE = 2
-
-
 def run_pack(args: argparse.Namespace) -> int:
+    """netspec.cli checked the flags' values, before torch was imported."""
     from netspec.train.data import resolve_data_dir
 
-    cores = os.cpu_count() or 1
-    workers = cores if args.workers is None else args.workers
-    if not 0 <= workers <= WORKERS_PER_CORE * cores:
-        raise UsageError(
-            f"--workers {workers}: give 0 to {WORKERS_PER_CORE * cores} ({cores} CPU cores here)"
-        )
-    if args.resize < 1:
-        raise UsageError(f"--resize {args.resize}: give the shorter side in pixels, e.g. 256")
-    if args.stats_images < 1:
-        raise UsageError(f"--stats-images {args.stats_images}: give 1 or more")
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
     source = resolve_data_dir(args.data)
     try:
         return pack(source, Path(args.output), args.resize, workers, args.stats_images)

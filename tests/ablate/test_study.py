@@ -111,7 +111,7 @@ def test_a_bad_value_is_located_at_the_override(tmp_path):
     (line,) = problems(tmp_path, GOOD.replace("[layers.norm1=null]", "[layers.conv1.filters=0]"))
     assert line == (
         f"{tmp_path / 'study.yaml'}:8:12: variant no-lrn: layers[0] (conv1): "
-        "filters must be ≥ 1, got 0"
+        f"filters must be ≥ 1, got 0 (overriding {TINY}:8:31)"
     )
 
 
@@ -157,9 +157,12 @@ def test_cli_prints_located_lines_and_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--jobs", "0"], "netspec ablate: --jobs must be ≥ 1, got 0"),
-        (["--epochs", "0"], "netspec ablate: --epochs must be ≥ 1, got 0"),
-        (["--target", "25"], "netspec ablate: --target must be between 0 and 1, got 25.0"),
+        (["--jobs", "0"], "netspec ablate: argument --jobs: give 1 or more runs, got 0"),
+        (["--epochs", "0"], "netspec ablate: argument --epochs: give 1 or more epochs, got 0"),
+        (
+            ["--target", "25"],
+            "netspec ablate: argument --target: give a number between 0 and 1, e.g. 0.25; got 25",
+        ),
     ],
 )
 def test_cli_bad_flags(tmp_path, capsys, flags, message):

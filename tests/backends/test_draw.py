@@ -300,7 +300,7 @@ def test_unknown_extension_is_a_usage_error(tmp_path, capsys):
 
 def test_missing_folder_is_a_usage_error(tmp_path, capsys):
     assert main(["draw", str(PAPER), "-o", str(tmp_path / "no" / "a.dot")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "there is no folder" in capsys.readouterr().err
 
 
 def test_overlong_file_name_is_one_line_and_leaves_no_file(tmp_path, capsys):

@@ -253,9 +253,50 @@ def test_window_warning_in_the_graph(tmp_path: Path):
 # ---------------------------------------------------------------- --set
 
 
-def test_set_bad_value_names_the_override():
+def test_set_bad_value_names_the_override_and_the_spec_line_it_overrides():
     (line,) = problems(ALEXNET, ["layers.conv1.filters=0"])
-    assert line == "--set layers.conv1.filters=0: layers[0] (conv1): filters must be ≥ 1, got 0"
+    assert line == (
+        "--set layers.conv1.filters=0: layers[0] (conv1): filters must be ≥ 1, got 0 "
+        f"(overriding {ALEXNET}:20:31)"  # line 20: - {name: conv1, type: conv, filters: 96, …
+    )
+
+
+def test_set_a_key_the_file_lacks_names_the_override_alone(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY)
+    (line,) = problems(path, ["layers.conv1.stride=0"])
+    assert line == "--set layers.conv1.stride=0: layers[0] (conv1): stride must be ≥ 1, got 0"
+
+
+def test_set_a_whole_layer_or_section_names_its_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY)
+    got = problems(path, ["layers.conv1={name: conv1, type: conv, kernel: 3}", "classes=0"])
+    assert got == [
+        f"--set classes=0: classes must be ≥ 1, got 0 (overriding {path}:3:1)",
+        "--set layers.conv1={name: conv1, type: conv, kernel: 3}: layers[0] (conv1): missing "
+        f"required key 'filters' (overriding {path}:5:5)",
+    ]
+
+
+def test_set_overriding_an_override_names_no_spec_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY)
+    (line,) = problems(path, ["layers.conv1.filters=4", "layers.conv1.filters=0"])
+    assert line.endswith("filters must be ≥ 1, got 0")  # the value the file had is gone twice
+
+
+def test_cli_prints_the_override_and_the_spec_line(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY)
+    status, lines = run_main(
+        capsys, "build", str(path), "--set", "train.lr=-1", "--set", "classes=x"
+    )
+    assert status == 2
+    assert lines == [
+        f"--set classes=x: classes must be an integer, got 'x' (overriding {path}:3:1)",
+        "--set train.lr=-1: train.lr must be > 0.0, got -1",  # TINY has no train section
+    ]
 
 
 def test_set_unknown_layer_did_you_mean():
@@ -302,7 +343,8 @@ def test_set_every_bad_override_reported_at_once():
     assert len(got) == 3  # the override that names no layer does not hide the others
     got = problems(ALEXNET, ["layers.conv1.kernel=0", "layers.conv2.stride=0"])
     assert got == [
-        "--set layers.conv1.kernel=0: layers[0] (conv1): kernel must be ≥ 1, got 0",
+        "--set layers.conv1.kernel=0: layers[0] (conv1): kernel must be ≥ 1, got 0 "
+        f"(overriding {ALEXNET}:20:44)",
         "--set layers.conv2.stride=0: layers[4] (conv2): stride must be ≥ 1, got 0",
     ]
 

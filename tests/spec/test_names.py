@@ -31,7 +31,7 @@ def test_a_reserved_name_is_refused_at_validation(name):
     (problem,) = info.value.problems
     assert str(problem) == (
         f"--set layers.conv1.name={name}: layers[0] ({name}): name '{name}' is the name of an "
-        "attribute of every torch module; rename the layer"
+        f"attribute of every torch module; rename the layer (overriding {TINY}:8:6)"
     )
 
 

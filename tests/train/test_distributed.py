@@ -286,8 +286,11 @@ NO_GROUPS = ["--set", "device_groups=null", "--set", "layers.conv2.connect=all"]
             ["--parallel", "tower", "--nproc", "2"],
             "--parallel tower: unknown mode; choose one of data, towers, towers,data",
         ),
-        (["--nproc", "0"], "--nproc 0: give 1 or more processes"),
-        (["--nproc", "2", "--max-restarts", "-1"], "--max-restarts -1: give 0 or more restarts"),
+        (["--nproc", "0"], "argument --nproc: give 1 or more processes, got 0"),
+        (
+            ["--nproc", "2", "--max-restarts", "-1"],
+            "argument --max-restarts: give 0 or more restarts, got -1",
+        ),
     ],
 )
 def test_bad_combinations_are_one_line(capsys, small, tmp_path, args, message):

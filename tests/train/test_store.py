@@ -313,9 +313,9 @@ def test_a_disk_that_fills_up_is_one_line(folder, tmp_path, monkeypatch):
 
 def test_pack_command_line_errors_are_one_line(folder, tmp_path, capsys):
     for argv, text in [
-        (["--resize", "0"], "--resize 0"),
-        (["--workers", "-1"], "--workers -1"),
-        (["--stats-images", "0"], "--stats-images 0"),
+        (["--resize", "0"], "argument --resize: give 1 or more pixels, got 0"),
+        (["--workers", "-1"], "argument --workers: give 0 to"),
+        (["--stats-images", "0"], "argument --stats-images: give 1 or more images, got 0"),
     ]:
         assert main(["pack", str(folder), "-o", str(tmp_path / "s"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()

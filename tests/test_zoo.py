@@ -19,6 +19,8 @@ from netspec import build_graph, compile, load_spec
 from netspec.train.finetune import copy_matching
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # full-size nets: seconds each to build and run
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     "specs/torchvision-alexnet.yaml": torchvision.models.alexnet,
 }
@@ -57,7 +59,6 @@ def test_outputs_equal_torchvisions_with_its_weights(pair):
         torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_it_draws_and_exports(pair, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     from netspec.cli import main

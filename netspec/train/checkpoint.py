@@ -5,7 +5,9 @@ the new one, never half of one: saves go through `netspec.atomic.atomic_write`.
 
 What goes in a checkpoint is the caller's choice, but it is loaded with `weights_only=True`,
 so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of them
-(optimizer and schedule `state_dict()`s, `rng_state()`, a YAML string, metrics all qualify).
+(optimizer and schedule `state_dict()`s, `rng_state()`, a YAML string, metrics all qualify),
+and only dense tensors with values: a sparse or meta tensor is refused when loaded, where one
+line can name it, instead of failing later inside whatever reads it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,7 +108,9 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
             f"{path}: no such checkpoint file; check the path, or start without resuming"
         )
     try:
-        payload = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+        with warnings.catch_warnings():  # torch says it checks a sparse tensor's indices
+            warnings.filterwarnings("ignore", message=".*[Ss]parse", category=UserWarning)
+            payload = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except Exception as e:
         # torch's messages run to paragraphs and suggest weights_only=False; say it briefly.
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
@@ -123,7 +128,32 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
             f"{path}: holds a {type(payload).__name__}, not a checkpoint dict; "
             "point to a file written by save_checkpoint"
         )
+    _refuse_valueless(path, payload, ())
     return payload
+
+
+def _refuse_valueless(path: Path, value: Any, keys: tuple[str | int, ...]) -> None:
+    """One line for the first sparse or meta tensor in a checkpoint: every reader of one
+    (load_state_dict, the optimizer, an export) expects dense values on the CPU."""
+    if isinstance(value, torch.Tensor):
+        where = str(keys[0]) + "".join(f"[{k!r}]" for k in keys[1:])
+        if value.is_meta:
+            raise CheckpointError(
+                f"{path}: its {where} is a meta tensor, which holds no values; "
+                "save the weights themselves (not a model built on the meta device)"
+            )
+        if value.layout != torch.strided:
+            layout = str(value.layout).removeprefix("torch.")
+            raise CheckpointError(
+                f"{path}: its {where} is a sparse tensor ({layout}); netspec reads dense "
+                "tensors: save it with .to_dense()"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_valueless(path, item, (*keys, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_valueless(path, item, (*keys, i))
 
 
 def rng_state() -> dict[str, Any]:

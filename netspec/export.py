@@ -2,17 +2,20 @@
 
 The weights are a checkpoint's (a run's `last.pt`/`best.pt`, or a plain `state_dict` file),
 checked layer by layer against the spec, or else the spec's own initialisation drawn with
-`train.seed`, as a training run starts. The format follows the output file's extension.
+`train.seed`, as a training run starts. A run's checkpoint also names the network it was
+trained with, and a spec that computes anything else is refused. The format follows the
+output file's extension.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,7 +25,12 @@ from netspec.errors import UsageError
 from netspec.ir.records import NetGraph
 from netspec.ir.shapes import fmt
 from netspec.spec.model import Spec
-from netspec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from netspec.train.checkpoint import (
+    CheckpointError,
+    check_trained_with,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 StateDict = dict[str, torch.Tensor]
 Writer = Callable[[NetGraph, StateDict, Path, str], list[Path]]
@@ -98,7 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
         )
     spec = load_spec(args.spec, args.overrides)
     graph = build_graph(spec)
-    state = weights_for(spec, graph, args.spec, args.checkpoint)
+    state = weights_for(spec, graph, args.spec, args.checkpoint, args.overrides)
     written = form.write(graph, state, out, args.spec)
     origin = (
         f"{args.checkpoint}" if args.checkpoint else f"its initialisation (seed {spec.train.seed})"
@@ -107,8 +115,17 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def weights_for(spec: Spec, graph: NetGraph, spec_path: str, checkpoint: str | None) -> StateDict:
-    """The compiled module's state_dict: the checkpoint's, or the spec's initialisation."""
+def weights_for(
+    spec: Spec,
+    graph: NetGraph,
+    spec_path: str,
+    checkpoint: str | None,
+    overrides: Sequence[str] = (),
+) -> StateDict:
+    """The compiled module's state_dict: the checkpoint's, or the spec's initialisation.
+
+    A run's checkpoint must have been trained with a network that computes what the spec's
+    does (`check_trained_with`); every checkpoint's weights must fit the spec's layers."""
     if checkpoint is None:
         torch.manual_seed(spec.train.seed)  # the same draw as a training run's first weights
         return dict(compile(spec).state_dict())
@@ -117,7 +134,9 @@ def weights_for(spec: Spec, graph: NetGraph, spec_path: str, checkpoint: str | N
         raise CheckpointError(
             f"--checkpoint {path}: no such file; point at a run's last.pt or best.pt"
         )
-    state = state_dict_in(path)
+    payload = load_checkpoint(path)
+    check_trained_with(path, payload, spec, spec_path, overrides, "export")
+    state = state_dict_in(path, payload)
     expected = compile(spec, device="meta").state_dict()
     mismatch = first_mismatch(graph, expected, state)
     if mismatch:
@@ -128,9 +147,8 @@ def weights_for(spec: Spec, graph: NetGraph, spec_path: str, checkpoint: str | N
     return {key: _float32(state[key].detach()) for key in expected}
 
 
-def state_dict_in(path: Path) -> StateDict:
+def state_dict_in(path: Path, payload: Mapping[str, Any]) -> StateDict:
     """A run checkpoint's `model`, or the whole file when it is a plain state_dict."""
-    payload = load_checkpoint(path)
     state = payload.get("model", payload)
     if not isinstance(state, Mapping) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()

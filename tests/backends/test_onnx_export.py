@@ -305,3 +305,33 @@ def test_without_the_onnx_package_the_export_says_how_to_install(monkeypatch, ca
         "netspec export: -o zoo.onnx: writing ONNX needs the onnx package: "
         "pip install 'netspec[onnx]'\n"
     )
+
+
+@pytest.mark.parametrize("groups", [["split", "flatten"], ["flatten", "split"], ["a", "split_2"]])
+def test_device_groups_named_like_the_parts_of_a_layer_give_unique_names(groups):
+    # a per-group LRN and concat split into `NAME/split/GROUP`, a grouped linear flattens
+    # into `NAME/flatten` and computes `NAME/GROUP`: groups called so once gave two nodes one
+    # name, which onnxruntime refuses
+    spec = Spec.model_validate(
+        {
+            "name": "towers",
+            "input": [4, 3, 3],
+            "device_groups": groups,
+            "layers": [
+                {"name": "conv", "type": "conv", "filters": 4, "kernel": 1},
+                {"name": "norm", "type": "lrn", "size": 3},
+                {"name": "side", "type": "conv", "filters": 4, "kernel": 1, "inputs": ["conv"]},
+                {"name": "join", "type": "concat", "inputs": ["norm", "side"]},
+                {"name": "fc", "type": "linear", "units": 4, "connect": "group"},
+            ],
+        }
+    )
+    model = check_equal(spec)
+    names = [name for node in model.graph.node for name in node.output]
+    names += [init.name for init in model.graph.initializer]
+    assert len(names) == len(set(names))
+    nodes = [node.name for node in model.graph.node]
+    assert len(nodes) == len(set(nodes))
+    assert {"conv", "norm", "side", "join", "fc"} <= set(nodes)  # each layer's last node
+    flatten = next(node for node in model.graph.node if node.op_type == "Flatten")
+    assert flatten.name == "fc/flatten"

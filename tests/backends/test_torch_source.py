@@ -217,18 +217,66 @@ def test_emitted_caffe_lrn_sums_caffes_window(tmp_path, size, groups):
     np.testing.assert_allclose(lrn(torch.from_numpy(a)).numpy(), want, rtol=1e-12)
 
 
-def test_python_keyword_as_a_layer_name_is_one_line(tmp_path, capsys):
+def named(spec_name: str, *layers: str) -> str:
+    """A spec file: a conv, then a chain of relu layers of these names."""
+    text = f"name: '{spec_name}'\ninput: [1, 4, 4]\nlayers:\n"
+    text += "  - {name: conv, type: conv, filters: 2, kernel: 1}\n"
+    text += "".join(f"  - {{name: {name}, type: relu}}\n" for name in layers)
+    return text
+
+
+def test_keyword_layer_names_keep_their_state_dict_keys(tmp_path):
     spec = tmp_path / "kw.yaml"
+    spec.write_text(named("kw", "lambda", "None", "match"))
+    text = to_source(build_graph(load_spec(spec)))
+    assert 'self.add_module("lambda", nn.ReLU())' in text
+    assert 'x = getattr(self, "None")(x)' in text
+    assert "self.match = nn.ReLU()" in text  # a soft keyword is an ordinary attribute
+    module = exec_file(text)["Kw"]()
+    assert list(module.state_dict()) == list(compile(load_spec(spec)).state_dict())
+    assert [name for name, _ in module.named_children()] == ["conv", "lambda", "None", "match"]
+
+
+@pytest.mark.parametrize(
+    ("spec_name", "class_name"),
+    [("none", "None_"), ("true", "True_"), ("concat", "Concat_"), ("add", "Add_"), ("int", "Int")],
+)
+def test_spec_names_that_are_keywords_or_helpers_get_a_class_of_their_own(
+    tmp_path, spec_name, class_name
+):
+    spec = tmp_path / "net.yaml"
     spec.write_text(
-        "name: kw\ninput: [1, 4, 4]\nlayers:\n"
-        "  - {name: conv, type: conv, filters: 2, kernel: 1}\n"
-        "  - {name: lambda, type: relu}\n"
+        named(spec_name, "a")
+        + "  - {name: b, type: relu, inputs: [conv]}\n"
+        + "  - {name: join, type: concat, inputs: [a, b]}\n"
+        + "  - {name: join2, type: concat, inputs: [b, a]}\n"
+        + "  - {name: sum, type: add, inputs: [join, join2]}\n"
     )
-    assert main(["export", str(spec), "-o", str(tmp_path / "kw.py")]) == 2
-    assert capsys.readouterr().err == (
-        "netspec export: layer 'lambda' is a Python keyword, which cannot name an attribute "
-        "in the exported file; rename the layer\n"
+    text = to_source(build_graph(load_spec(spec)))
+    namespace = exec_file(text)
+    assert namespace["__all__"] == [class_name]
+    assert namespace["Concat"].__name__ == "Concat" and namespace["Add"].__name__ == "Add"
+    x = torch.randn(2, 1, 4, 4)
+    torch.manual_seed(0)
+    want = compile(load_spec(spec))
+    module = namespace[class_name]()
+    module.load_state_dict(want.state_dict())
+    torch.testing.assert_close(module(x), want(x))
+
+
+def test_a_newline_in_the_output_name_stays_inside_a_comment(tmp_path):
+    out = tmp_path / 'w\nimport os\nos.remove("x")\n.py'
+    text = export(MINI, out)
+    body = ast.parse(text).body
+    kinds = {type(node).__name__ for node in body}
+    assert kinds <= {"Import", "ImportFrom", "Assign", "ClassDef", "FunctionDef"}
+    imports = [alias.name for node in body if isinstance(node, ast.Import) for alias in node.names]
+    assert imports == ["torch"]
+    assert (
+        '#     model.load_state_dict(torch.load("w\\nimport os\\nos.remove(\\"x\\")\\n.pt", '
+        "weights_only=True))" in text
     )
+    assert out.with_suffix(".pt").is_file()
 
 
 def test_weights_file_must_not_overwrite_the_checkpoint(tmp_path, capsys):

@@ -110,6 +110,14 @@ def _assign_attribute(name: str, module: str) -> str:
     return f"self.add_module({python_string(name)}, {module})"
 
 
+def loads_weights(text: str, weights: str) -> bool:
+    """Whether `text` begins as a file `to_source` wrote to load the weights file `weights`."""
+    line = f"# {_load_line(weights)}"
+    return text.startswith("# ") and any(
+        ours.startswith(line) for ours in text.split("\n\n", 1)[0].splitlines()
+    )
+
+
 def _load_line(weights: str) -> str:
     return f"{INDENT}model.load_state_dict(torch.load({python_string(weights)}, weights_only=True))"
 

@@ -5,6 +5,10 @@ checked layer by layer against the spec, or else the spec's own initialisation d
 `train.seed`, as a training run starts. A run's checkpoint also names the network it was
 trained with, and a spec that computes anything else is refused. The format follows the
 output file's extension.
+
+A format may write a second file beside OUT (a `.py` its weights). The user named OUT, not
+that file, so it is written only where it does not exist or an earlier export to OUT wrote
+it: a run's checkpoint is never replaced.
 """
 
 from __future__ import annotations
@@ -60,17 +64,37 @@ def _write_source(graph: NetGraph, state: StateDict, out: Path, origin: str) -> 
     return [out, weights]
 
 
+def _source_wrote(out: Path, weights: Path) -> bool:
+    """Whether `weights` is what an export to `out` wrote: `out` is an exported file that
+    loads it, and it is a plain state_dict, which no run's checkpoint is."""
+    from netspec.backends.torch_source import loads_weights
+
+    try:
+        with out.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)  # the header; a file named by -o may be anything
+        payload = load_checkpoint(weights, mmap=True)
+    except (OSError, CheckpointError):
+        return False
+    plain = all(isinstance(value, torch.Tensor) for value in payload.values())
+    return loads_weights(head, weights.name) and plain
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
     write: Writer
-    weights_beside: bool = False  # also writes OUT.pt
+    # the file an export to OUT writes beside it, if any, and whether an existing one is
+    # what an earlier export to OUT wrote (which alone it may replace)
+    beside: Callable[[Path, NetGraph], Path | None]
+    wrote: Callable[[Path, Path], bool]
     needs: str = ""  # a package outside netspec's own dependencies, and its extra
 
 
 FORMATS: dict[str, Format] = {
-    ".onnx": Format("ONNX", _write_onnx, needs="onnx"),
-    ".py": Format("PyTorch source", _write_source, weights_beside=True),
+    ".onnx": Format("ONNX", _write_onnx, lambda out, _: None, lambda out, _: False, "onnx"),
+    ".py": Format(
+        "PyTorch source", _write_source, lambda out, _: out.with_suffix(".pt"), _source_wrote
+    ),
 }
 
 
@@ -95,17 +119,11 @@ def run_export(args: argparse.Namespace) -> int:
             ) from None
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: no folder {out.parent}; create it first")
-    beside = out.with_suffix(".pt")
-    if (
-        form.weights_beside
-        and args.checkpoint
-        and beside.resolve() == Path(args.checkpoint).resolve()
-    ):
-        raise UsageError(
-            f"-o {out} writes its weights to {beside}, the checkpoint it reads; choose another name"
-        )
     spec = load_spec(args.spec, args.overrides)
     graph = build_graph(spec)
+    beside = form.beside(out, graph)
+    if beside is not None:
+        check_beside(out, beside, args.checkpoint, form)
     state = weights_for(spec, graph, args.spec, args.checkpoint, args.overrides)
     written = form.write(graph, state, out, args.spec)
     origin = (
@@ -113,6 +131,21 @@ def run_export(args: argparse.Namespace) -> int:
     )
     print(f"wrote {' and '.join(map(str, written))}: {spec.name} with the weights of {origin}")
     return 0
+
+
+def check_beside(out: Path, beside: Path, checkpoint: str | None, form: Format) -> None:
+    """The user names OUT, not the file written beside it: that one may be replaced only
+    where an earlier export to OUT wrote it. Otherwise `-o RUN/best.py` would overwrite the
+    run's best.pt with a plain state_dict, and `-o RUN/last.py` end the run's resumability."""
+    if checkpoint is not None and beside.resolve() == Path(checkpoint).resolve():
+        raise UsageError(
+            f"-o {out} writes its weights to {beside}, the checkpoint it reads; choose another name"
+        )
+    if beside.exists() and not form.wrote(out, beside):
+        raise UsageError(
+            f"-o {out}: its weights go to {beside}, which exists and was not written by an "
+            f"export to {out.name}; choose another -o"
+        )
 
 
 def weights_for(

@@ -290,6 +290,49 @@ def test_weights_file_must_not_overwrite_the_checkpoint(tmp_path, capsys):
     assert ckpt.read_bytes() == before and not (tmp_path / "best.py").exists()
 
 
+@pytest.mark.parametrize("name", ["best", "last"])
+def test_a_py_export_never_replaces_a_runs_checkpoint(tmp_path, capsys, name):
+    # -o RUN/best.py would write its weights to RUN/best.pt: the run's file, not the user's
+    ckpt = tmp_path / f"{name}.pt"
+    torch.save({"model": compile(load_spec(MINI)).state_dict(), "epoch": 3}, ckpt)
+    before = ckpt.read_bytes()
+    out = tmp_path / f"{name}.py"
+    assert main(["export", str(MINI), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"netspec export: -o {out}: its weights go to {ckpt}, which exists and was not "
+        f"written by an export to {name}.py; choose another -o\n"
+    )
+    assert ckpt.read_bytes() == before and not out.exists()
+
+
+def test_a_py_export_replaces_only_the_weights_its_own_earlier_export_wrote(tmp_path, capsys):
+    out, weights = tmp_path / "net.py", tmp_path / "net.pt"
+    export(MINI, out)
+    export(MINI, out, "--set", "train.seed=1")  # its own: replaced
+    torch.manual_seed(1)
+    want = compile(load_spec(MINI)).state_dict()
+    got = torch.load(weights, weights_only=True)
+    assert all(torch.equal(got[key], want[key]) for key in want)
+    text = out.read_text()
+
+    def refused(out: Path) -> None:
+        weights = out.with_suffix(".pt")
+        before = weights.read_bytes()
+        assert main(["export", str(MINI), "-o", str(out)]) == 2
+        assert "which exists and was not written by an export" in capsys.readouterr().err
+        assert weights.read_bytes() == before
+
+    out.unlink()  # the file gone, its weights are nobody's
+    refused(out)
+    torch.save(want, tmp_path / "user.pt")  # a user's own state_dict
+    refused(tmp_path / "user.py")
+    # a run's checkpoint, beside an exported file that names it
+    torch.save({"model": want, "epoch": 1}, tmp_path / "run.pt")
+    (tmp_path / "run.py").write_text(text.replace('"net.pt"', '"run.pt"'))
+    assert '.load_state_dict(torch.load("run.pt"' in (tmp_path / "run.py").read_text()
+    refused(tmp_path / "run.py")
+
+
 def test_class_names():
     assert class_name_for("alexnet-mini") == "AlexnetMini"
     assert class_name_for("torchvision-alexnet") == "TorchvisionAlexnet"

@@ -6,9 +6,9 @@ checked layer by layer against the spec, or else the spec's own initialisation d
 trained with, and a spec that computes anything else is refused. The format follows the
 output file's extension.
 
-A format may write a second file beside OUT (a `.py` its weights). The user named OUT, not
-that file, so it is written only where it does not exist or an earlier export to OUT wrote
-it: a run's checkpoint is never replaced.
+Some formats write a second file beside OUT (a `.py` its weights, a large ONNX model its
+external data). The user named OUT, not that file, so it is written only where it does not
+exist or an earlier export to OUT wrote it: a run's checkpoint is never replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,8 +36,22 @@ from netspec.train.checkpoint import (
     save_checkpoint,
 )
 
+if TYPE_CHECKING:
+    import onnx
+
 StateDict = dict[str, torch.Tensor]
 Writer = Callable[[NetGraph, StateDict, Path, str], list[Path]]
+
+# protobuf cannot serialise a message of 2 GiB or more: a model whose weights come near that
+# (leaving 64 MiB for the graph and its small constants) keeps them in a file beside it, in
+# ONNX's external-data format. Decided from the graph's parameter count, before any work.
+ONNX_INLINE_BYTES = 2**31 - 2**26
+EXTERNAL_TENSOR_BYTES = 1024  # smaller tensors (shapes, axes, constants) stay in the model
+
+
+def onnx_data_file(out: Path, graph: NetGraph) -> Path | None:
+    """The external-data file an export to `out` writes, or None when the weights fit inline."""
+    return out.with_name(f"{out.name}.data") if graph.net.param_bytes > ONNX_INLINE_BYTES else None
 
 
 def _write_onnx(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
@@ -47,9 +61,44 @@ def _write_onnx(graph: NetGraph, state: StateDict, out: Path, origin: str) -> li
     model = onnx_export.to_onnx(graph, weights, origin)
     for note in onnx_export.notes(model):
         print(f"note: {note}", file=sys.stderr)
+    data = onnx_data_file(out, graph)
+    if data is not None:
+        _move_to_external(model, data)
     with atomic_write(out, "wb") as f:
         f.write(model.SerializeToString())
-    return [out]
+    return [out] if data is None else [out, data]
+
+
+def _move_to_external(model: onnx.ModelProto, data: Path) -> None:
+    """Write the model's large tensors to `data` (atomically, as every file netspec writes)
+    and leave references to them in the model, which names the file relative to itself."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    with atomic_write(data, "wb") as f:
+        for tensor in model.graph.initializer:
+            if len(tensor.raw_data) < EXTERNAL_TENSOR_BYTES:
+                continue
+            offset = f.tell()
+            f.write(tensor.raw_data)
+            set_external_data(tensor, data.name, offset, len(tensor.raw_data))
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
+
+
+def _onnx_wrote(out: Path, data: Path) -> bool:
+    """Whether `data` is the external data of the ONNX model at `out`."""
+    import onnx
+
+    try:
+        model = onnx.load(str(out), load_external_data=False)
+    except Exception:  # no file, or not an ONNX model: not an export's
+        return False
+    return any(
+        entry.key == "location" and entry.value == data.name
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+    )
 
 
 def _write_source(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
@@ -91,7 +140,7 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    ".onnx": Format("ONNX", _write_onnx, lambda out, _: None, lambda out, _: False, "onnx"),
+    ".onnx": Format("ONNX", _write_onnx, onnx_data_file, _onnx_wrote, needs="onnx"),
     ".py": Format(
         "PyTorch source", _write_source, lambda out, _: out.with_suffix(".pt"), _source_wrote
     ),

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     import onnx
 
 StateDict = dict[str, torch.Tensor]
-Writer = Callable[[NetGraph, StateDict, Path, str], list[Path]]
+# (graph, weights, OUT, the file beside OUT or None, the spec file) → the files written
+Writer = Callable[[NetGraph, StateDict, Path, Path | None, str], list[Path]]
 
 # protobuf cannot serialise a message of 2 GiB or more: a model whose weights come near that
 # (leaving 64 MiB for the graph and its small constants) keeps them in a file beside it, in
@@ -54,14 +55,15 @@ def onnx_data_file(out: Path, graph: NetGraph) -> Path | None:
     return out.with_name(f"{out.name}.data") if graph.net.param_bytes > ONNX_INLINE_BYTES else None
 
 
-def _write_onnx(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
+def _write_onnx(
+    graph: NetGraph, state: StateDict, out: Path, data: Path | None, origin: str
+) -> list[Path]:
     from netspec.backends import onnx_export
 
     weights = {key: value.detach().cpu().numpy() for key, value in state.items()}
     model = onnx_export.to_onnx(graph, weights, origin)
     for note in onnx_export.notes(model):
         print(f"note: {note}", file=sys.stderr)
-    data = onnx_data_file(out, graph)
     if data is not None:
         _move_to_external(model, data)
     with atomic_write(out, "wb") as f:
@@ -101,11 +103,13 @@ def _onnx_wrote(out: Path, data: Path) -> bool:
     )
 
 
-def _write_source(graph: NetGraph, state: StateDict, out: Path, origin: str) -> list[Path]:
+def _write_source(
+    graph: NetGraph, state: StateDict, out: Path, weights: Path | None, origin: str
+) -> list[Path]:
     """The file, and the weights beside it as a plain state_dict it loads."""
     from netspec.backends.torch_source import to_source
 
-    weights = out.with_suffix(".pt")
+    assert weights is not None
     text = to_source(graph, origin, weights.name)
     save_checkpoint(weights, state)
     with atomic_write(out) as f:
@@ -174,7 +178,7 @@ def run_export(args: argparse.Namespace) -> int:
     if beside is not None:
         check_beside(out, beside, args.checkpoint, form)
     state = weights_for(spec, graph, args.spec, args.checkpoint, args.overrides)
-    written = form.write(graph, state, out, args.spec)
+    written = form.write(graph, state, out, beside, args.spec)
     origin = (
         f"{args.checkpoint}" if args.checkpoint else f"its initialisation (seed {spec.train.seed})"
     )

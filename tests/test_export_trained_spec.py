@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from netspec import compile, load_spec
+from netspec import build_graph, compile, load_spec
 from netspec.cli import main
+from netspec.train.checkpoint import first_difference
 from netspec.train.runfolder import spec_yaml
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests/nets/tiny.yaml"
+ZOO = ROOT / "tests/nets/zoo.yaml"
 NORM1 = "  - {name: norm1, type: lrn, size: 3}\n"
 POOL1 = "{name: pool1, type: maxpool, kernel: 3, stride: 2, ceil: true}"
 
@@ -115,3 +117,24 @@ def test_the_run_without_a_spec_keeps_the_weights_check(run, tmp_path, capsys):
     plain = tmp_path / "weights.pt"
     torch.save(torch.load(run / "best.pt", weights_only=True)["model"], plain)
     assert main(command("export", edited, plain, tmp_path)) == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "difference"),
+    [
+        # the same layers, read in another order: concat's channels change places
+        (
+            "layers.join.inputs=[right, left]",
+            "RUN was trained with layer join reading left, right where SPEC's join reads "
+            "right, left",
+        ),
+        # another input size that adaptive pooling hides from every weight
+        ("input=[4, 23, 21]", "RUN was trained on input 4×21×21 where SPEC has 4×23×21"),
+        ("layers.act.type=relu", "RUN was trained with layer act (tanh) where SPEC has act (relu)"),
+    ],
+)
+def test_wiring_and_input_differences_are_named_too(override, difference):
+    trained = build_graph(load_spec(ZOO))
+    given = build_graph(load_spec(ZOO, [override]))
+    assert first_difference(trained, given, "RUN", "SPEC") == difference
+    assert first_difference(trained, build_graph(load_spec(ZOO)), "RUN", "SPEC") is None

@@ -89,9 +89,10 @@ def python_name(wanted: str, taken: set[str]) -> str:
 
 
 def python_string(text: str) -> str:
-    """`text` as a double-quoted Python string literal: every character that could end the
-    line or the string is escaped, so a file or spec name cannot add code to the file."""
-    literal = repr(text)
+    """`text` as a double-quoted Python string literal in ASCII: every character that could
+    end the line or the string is escaped, so a file or spec name cannot add code to the
+    file, and the file reads the same whatever encoding it is opened with."""
+    literal = ascii(text)
     if literal.startswith('"'):
         return literal
     return '"' + literal[1:-1].replace("\\'", "'").replace('"', '\\"') + '"'
@@ -196,6 +197,8 @@ def _call(statement: str, indent: str) -> list[str]:
         return [one]
     head, rest = _last_call(statement)
     args = _split_args(rest)
+    if not args:  # nothing to break: ruff leaves the line long
+        return [one]
     inner = f"{indent}{INDENT}{', '.join(args)}"
     if len(inner) <= WIDTH:
         return [f"{indent}{head}(", inner, f"{indent})"]

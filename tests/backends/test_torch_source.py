@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from netspec.backends.torch_source import class_name_for, to_source
+from netspec.backends.torch_source import class_name_for, python_string, to_source
 
 from netspec import build_graph, compile, load_spec
 from netspec.cli import main
@@ -345,3 +345,12 @@ def test_header_names_a_weights_file_and_says_how_to_load_it(tmp_path):
     assert "#     model = AlexnetMini()\n" in text
     assert '#     model.load_state_dict(torch.load("mini_model.pt", weights_only=True))\n' in text
     assert (tmp_path / "mini_model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "text", ["net.pt", 'a"b', "a'b", "'\"\\", "é\u2028\x85\r\n\t\x00", "\udcff", "x" * 300]
+)
+def test_names_in_the_file_are_ascii_string_literals_of_themselves(text):
+    literal = python_string(text)
+    assert literal.isascii() and literal.startswith('"') and "\n" not in literal
+    assert ast.literal_eval(literal) == text

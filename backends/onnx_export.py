@@ -2,8 +2,9 @@
 
 The model is written from the graph's records with the `onnx` helper API, not traced from the
 torch module: every node is named after the spec layer it computes (a layer of several nodes
-names its parts `layer/part`, and its last node is the layer's name), every value is the
-output of a named layer, and the shapes on the edges are the graph's own. The batch size is
+names its parts `layer/part`, and its last node is the layer's name; `OnnxGraph.fresh` gives
+every name, so none repeats whatever the layers and device groups are called), every value is
+the output of a named node, and the shapes on the edges are the graph's own. The batch size is
 the symbolic dimension `batch`.
 
 Device groups stay visible: a per-group LRN is Split → one LRN per group → Concat, a grouped
@@ -43,18 +44,37 @@ class OnnxGraph:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[onnx.TensorProto] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # layers written out in elementary ops
+    taken: set[str] = field(default_factory=lambda: {INPUT})  # node and value names given
 
     @property
     def towers(self) -> list[str]:
         """Names for the parts of a layer split across device groups."""
         return self.graph.net.device_groups
 
+    def fresh(self, name: str) -> str:
+        """`name`, or `name_2`, `name_3`, … where it is taken: every node and value is named
+        once, as ONNX requires, whatever the spec's layers and device groups are called (a
+        group `split` would otherwise give a layer's Split node and its part one name). A
+        layer's own name is kept for its last node: no other node may take it."""
+        layers = self.graph.nodes
+        if name in layers and name not in self.taken:
+            self.taken.add(name)
+            return name
+        candidate, n = name, 1
+        while candidate in self.taken or candidate in layers:
+            n += 1
+            candidate = f"{name}_{n}"
+        self.taken.add(candidate)
+        return candidate
+
     def add(self, op: str, inputs: list[str], name: str, doc: str = "", **attrs: Any) -> str:
-        """A node named `name` whose one output is the value `name`."""
+        """A node named after `name` whose one output is the value of the same name."""
+        name = self.fresh(name)
         self.nodes.append(helper.make_node(op, inputs, [name], name, doc or None, **attrs))
         return name
 
     def constant(self, name: str, value: np.ndarray) -> str:
+        name = self.fresh(name)
         self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
@@ -64,12 +84,10 @@ class OnnxGraph:
 
     def split(self, value: str, name: str) -> list[str]:
         """`value`'s channels in equal blocks, one per device group, by the node `name`."""
-        outputs = [f"{name}/{tower}" for tower in self.towers]
+        name = self.fresh(name)
+        outputs = [self.fresh(f"{name}/{tower}") for tower in self.towers]
         self.nodes.append(helper.make_node("Split", [value], outputs, name, axis=1))
         return outputs
-
-    def channels(self, name: str) -> int:
-        return self.graph.node(name).shape[0]
 
 
 Emitter = Callable[[OnnxGraph, Node, list[str]], str]
@@ -86,6 +104,7 @@ def to_onnx(
     for node in graph.layers():
         inputs = [values[s] for s in graph.inputs_of(node.name)]
         values[node.name] = EMITTERS[type(node.layer)](out, node, inputs)
+        assert values[node.name] == node.name, f"{node.name}'s last node is not named for it"
     net = graph.net
     onnx_graph = helper.make_graph(
         out.nodes,

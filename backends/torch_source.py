@@ -20,7 +20,6 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netspec.errors import UsageError
 from netspec.ir.records import INPUT, NetGraph, Node, layer_as
 from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
@@ -46,8 +45,7 @@ writes = SOURCES.register
 def to_source(graph: NetGraph, origin: str = "", weights: str | None = None) -> str:
     """The file's text; `origin` names the spec file, `weights` the state_dict file beside it."""
     net = graph.net
-    class_name = class_name_for(net.name)
-    _check_names(graph)
+    class_name = python_name(class_name_for(net.name), set(MODULE_NAMES))
     groups = max(1, len(net.device_groups))
     layers: list[tuple[Node, Source]] = []
     for node in graph.layers():
@@ -67,27 +65,69 @@ def to_source(graph: NetGraph, origin: str = "", weights: str | None = None) -> 
 
 
 def class_name_for(name: str) -> str:
-    """`alexnet-mini` → `AlexnetMini`: the spec's name as a Python class name."""
+    """`alexnet-mini` → `AlexnetMini`: the spec's name in a Python class name's style
+    (`python_name` then keeps it off the file's other names)."""
     words = [w for w in re.split(r"[^0-9A-Za-z]+", name) if w]
     camel = "".join(w[0].upper() + w[1:] for w in words) or "Network"
     return camel if camel[0].isalpha() else f"Net{camel}"
 
 
-def _check_names(graph: NetGraph) -> None:
-    """Layer names become attributes; a Python keyword cannot be written as `self.<name>`."""
-    for node in graph.layers():
-        if keyword.iskeyword(node.name):
-            raise UsageError(
-                f"layer '{node.name}' is a Python keyword, which cannot name an attribute in "
-                "the exported file; rename the layer"
-            )
+def python_name(wanted: str, taken: set[str]) -> str:
+    """`wanted` as a Python identifier that is no keyword and none of `taken` (which it
+    joins), `_` appended until it is free.
+
+    Every name the file defines or binds goes through here, so a spec named `none` (class
+    `None`) or `concat` (the helper `Concat`), or a layer named `sum`, cannot make the file
+    unimportable or shadow what it uses.
+    """
+    name = re.sub(r"\W", "_", wanted, flags=re.ASCII) or "_"
+    name = f"_{name}" if name[0].isdigit() else name
+    while keyword.iskeyword(name) or name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def python_string(text: str) -> str:
+    """`text` as a double-quoted Python string literal in ASCII: every character that could
+    end the line or the string is escaped, so a file or spec name cannot add code to the
+    file, and the file reads the same whatever encoding it is opened with."""
+    literal = ascii(text)
+    if literal.startswith('"'):
+        return literal
+    return '"' + literal[1:-1].replace("\\'", "'").replace('"', '\\"') + '"'
+
+
+def _attribute(name: str) -> str:
+    """The layer's submodule, read; its name is the state_dict key's, so a keyword stays."""
+    if not keyword.iskeyword(name):
+        return f"self.{name}"
+    return f"getattr(self, {python_string(name)})"
+
+
+def _assign_attribute(name: str, module: str) -> str:
+    if not keyword.iskeyword(name):
+        return f"self.{name} = {module}"
+    return f"self.add_module({python_string(name)}, {module})"
+
+
+def loads_weights(text: str, weights: str) -> bool:
+    """Whether `text` begins as a file `to_source` wrote to load the weights file `weights`."""
+    line = f"# {_load_line(weights)}"
+    return text.startswith("# ") and any(
+        ours.startswith(line) for ours in text.split("\n\n", 1)[0].splitlines()
+    )
+
+
+def _load_line(weights: str) -> str:
+    return f"{INDENT}model.load_state_dict(torch.load({python_string(weights)}, weights_only=True))"
 
 
 def _header(name: str, class_name: str, origin: str, weights: str | None) -> str:
-    where = f" ({origin})" if origin else ""
+    where = f" ({python_string(origin)[1:-1]})" if origin else ""
     text = (
-        f'{class_name}: the netspec spec "{name}"{where} as plain PyTorch, written by '
-        "`netspec export`; it needs torch alone. Its attributes are the spec's layers, "
+        f"{class_name}: the netspec spec {python_string(name)}{where} as plain PyTorch, written "
+        "by `netspec export`; it needs torch alone. Its attributes are the spec's layers, "
         "with netspec's state_dict keys."
     )
     lines = textwrap.wrap(text, WIDTH - 2, break_long_words=False, break_on_hyphens=False)
@@ -96,7 +136,7 @@ def _header(name: str, class_name: str, origin: str, weights: str | None) -> str
             "To load the weights:",
             "",
             f"{INDENT}model = {class_name}()",
-            f'{INDENT}model.load_state_dict(torch.load("{weights}", weights_only=True))',
+            _load_line(weights),
         ]
     comments = [f"# {line}".rstrip() for line in lines]
     # a long file name is the one thing that can overflow a line, and it cannot be broken
@@ -113,8 +153,8 @@ def _class(graph: NetGraph, class_name: str, layers: list[tuple[Node, Source]]) 
         f"{INDENT * 2}super().__init__()",
     ]
     for node, source in layers:
-        lines += _call(f"self.{node.name} = ", source.module, INDENT * 2)
-    names = _variables(graph, [INPUT] + [node.name for node, _ in layers])
+        lines += _call(_assign_attribute(node.name, source.module), INDENT * 2)
+    names = _variables(graph, [INPUT] + [node.name for node, _ in layers], class_name)
     lines += ["", f"{INDENT}def forward(self, {names[INPUT]}: torch.Tensor) -> torch.Tensor:"]
     lines += _forward(graph, layers, names)
     return "\n".join(lines) + "\n"
@@ -129,46 +169,55 @@ def _forward(
         args = [names[s] for s in graph.inputs_of(node.name)]
         if source.flatten:
             args = [f"torch.flatten({args[0]}, 1)"]
-        target = names[node.name]
-        lines += _call(f"{target} = ", f"self.{node.name}({', '.join(args)})", INDENT * 2)
+        call = f"{_attribute(node.name)}({', '.join(args)})"
+        lines += _call(f"{names[node.name]} = {call}", INDENT * 2)
     lines.append(f"{INDENT * 2}return {names[graph.net.output]}")
     return lines
 
 
-def _variables(graph: NetGraph, order: list[str]) -> dict[str, str]:
+def _variables(graph: NetGraph, order: list[str], class_name: str) -> dict[str, str]:
     """`x` for a value only the next layer reads; the layer's name (made a safe local) else."""
-    taken = {"self", "torch", "nn", "x", *HELPER_NAMES, *dir(builtins)}
+    taken = {"self", "x", class_name, *MODULE_NAMES}
     names: dict[str, str] = {}
     for i, name in enumerate(order):
         readers = list(graph.successors(name))
         next_one = order[i + 1] if i + 1 < len(order) else None
         if name == graph.net.output or readers == [next_one]:
             names[name] = "x"
-            continue
-        local = name
-        while local in taken or keyword.iskeyword(local):
-            local += "_"
-        taken.add(local)
-        names[name] = local
+        else:
+            names[name] = python_name(name, taken)
     return names
 
 
-def _call(prefix: str, call: str, indent: str) -> list[str]:
-    """`prefix + call` as ruff formats it: on one line, else the arguments on their own
-    line, else one argument a line with a trailing comma."""
-    one = f"{indent}{prefix}{call}"
+def _call(statement: str, indent: str) -> list[str]:
+    """`statement`, ending in a call, as ruff formats it: on one line, else the call's
+    arguments on their own line, else one argument a line with a trailing comma."""
+    one = f"{indent}{statement}"
     if len(one) <= WIDTH:
         return [one]
-    head, _, rest = call.partition("(")
-    args = _split_args(rest[:-1])
+    head, rest = _last_call(statement)
+    args = _split_args(rest)
+    if not args:  # nothing to break: ruff leaves the line long
+        return [one]
     inner = f"{indent}{INDENT}{', '.join(args)}"
     if len(inner) <= WIDTH:
-        return [f"{indent}{prefix}{head}(", inner, f"{indent})"]
+        return [f"{indent}{head}(", inner, f"{indent})"]
     return [
-        f"{indent}{prefix}{head}(",
+        f"{indent}{head}(",
         *(f"{indent}{INDENT}{a}," for a in args),
         f"{indent})",
     ]
+
+
+def _last_call(statement: str) -> tuple[str, str]:
+    """What comes before the final call's brackets, and what is inside them:
+    `x = getattr(self, "if")(y)` → (`x = getattr(self, "if")`, `y`)."""
+    depth = 0
+    for i in range(len(statement) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(statement[i], 0)
+        if depth == 0:
+            return statement[:i], statement[i + 1 : -1]
+    raise ValueError(f"no call at the end of {statement!r}")
 
 
 def _split_args(text: str) -> list[str]:
@@ -409,11 +458,8 @@ class Add(nn.Module):
         return sum(xs[1:], xs[0])
 ''',
 }
-HELPER_NAMES = (
-    "local_response_norm",
-    "LocalResponseNorm",
-    "GroupLocalResponseNorm",
-    "GroupedLinear",
-    "Concat",
-    "Add",
+# What the file defines at its top level, whichever blocks it holds: no spec name may take one.
+HELPER_NAMES = tuple(
+    name for text in HELPERS.values() for name in re.findall(r"^(?:class|def) (\w+)", text, re.M)
 )
+MODULE_NAMES = frozenset({"torch", "nn", "__all__", *HELPER_NAMES, *dir(builtins)})

@@ -5,7 +5,12 @@ the new one, never half of one: saves go through `netspec.atomic.atomic_write`.
 
 What goes in a checkpoint is the caller's choice, but it is loaded with `weights_only=True`,
 so it may hold only tensors, numbers, strings, None, and lists/tuples/dicts of them
-(optimizer and schedule `state_dict()`s, `rng_state()`, a YAML string, metrics all qualify).
+(optimizer and schedule `state_dict()`s, `rng_state()`, a YAML string, metrics all qualify),
+and only dense tensors with values: a sparse or meta tensor is refused when loaded, where one
+line can name it, instead of failing later inside whatever reads it.
+
+A run's checkpoint also holds the spec it was trained with, so that `eval` and `export` can
+refuse a spec that computes something else (see `check_trained_with`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,11 @@ import torch
 
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
+from netspec.ir.graph import build_graph
+from netspec.ir.records import NetGraph, Node
+from netspec.ir.shapes import fmt
+from netspec.spec.document import parse_yaml
+from netspec.spec.model import Spec, validate
 from netspec.train.augment import Stats
 
 
@@ -105,7 +117,9 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
             f"{path}: no such checkpoint file; check the path, or start without resuming"
         )
     try:
-        payload = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+        with warnings.catch_warnings():  # torch says it checks a sparse tensor's indices
+            warnings.filterwarnings("ignore", message=".*[Ss]parse", category=UserWarning)
+            payload = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except Exception as e:
         # torch's messages run to paragraphs and suggest weights_only=False; say it briefly.
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
@@ -123,7 +137,32 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
             f"{path}: holds a {type(payload).__name__}, not a checkpoint dict; "
             "point to a file written by save_checkpoint"
         )
+    _refuse_valueless(path, payload, ())
     return payload
+
+
+def _refuse_valueless(path: Path, value: Any, keys: tuple[str | int, ...]) -> None:
+    """One line for the first sparse or meta tensor in a checkpoint: every reader of one
+    (load_state_dict, the optimizer, an export) expects dense values on the CPU."""
+    if isinstance(value, torch.Tensor):
+        where = str(keys[0]) + "".join(f"[{k!r}]" for k in keys[1:])
+        if value.is_meta:
+            raise CheckpointError(
+                f"{path}: its {where} is a meta tensor, which holds no values; "
+                "save the weights themselves (not a model built on the meta device)"
+            )
+        if value.layout != torch.strided:
+            layout = str(value.layout).removeprefix("torch.")
+            raise CheckpointError(
+                f"{path}: its {where} is a sparse tensor ({layout}); netspec reads dense "
+                "tensors: save it with .to_dense()"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_valueless(path, item, (*keys, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_valueless(path, item, (*keys, i))
 
 
 def rng_state() -> dict[str, Any]:
@@ -183,3 +222,166 @@ def stats_from(path: Path, payload: Mapping[str, Any]) -> Stats | None:
         if not (square and eigvals.shape == (3,) and eigvecs.shape == (3, 3)):
             raise ValueError("expected a 3×R×R mean, 3 eigenvalues and 3×3 eigenvectors")
     return Stats(mean, eigvals, eigvecs)
+
+
+def trained_spec(path: Path, payload: Mapping[str, Any]) -> Spec | None:
+    """The spec a run's checkpoint was trained with; None for a file without one (a plain
+    state_dict, or weights saved by other code)."""
+    saved = payload.get("spec")
+    if saved is None:
+        return None
+    try:
+        if not isinstance(saved, str):
+            raise TypeError
+        return validate(parse_yaml(saved, str(path)))
+    except Exception:
+        raise CheckpointError(
+            f"{path}: its 'spec' is not a spec netspec wrote; "
+            "use a checkpoint written by netspec train"
+        ) from None
+
+
+def check_trained_with(
+    path: Path,
+    payload: Mapping[str, Any],
+    spec: Spec,
+    spec_file: str,
+    overrides: Sequence[str],
+    verb: str,
+) -> None:
+    """Refuse, in one line naming the first difference, a spec whose network computes
+    something other than the one the checkpoint was trained with.
+
+    The weights alone cannot tell: an LRN removed, relu for tanh, another pooling window or
+    other LRN constants leave every weight's shape as it was, and the result would be another
+    function reported or written under the run's name. Refusing, rather than quietly using
+    the checkpoint's own spec, keeps what was asked for and what was computed the same
+    thing: the user named SPEC (and perhaps --set), and the fix, naming the run's own
+    spec.yaml, is one word. `eval` and `export` both call this, so they agree.
+
+    A checkpoint without a spec (a plain state_dict) is left to the weights' own check.
+    """
+    trained = trained_spec(path, payload)
+    if trained is None:
+        return
+    try:
+        trained_graph = build_graph(trained)
+    except Exception:
+        raise CheckpointError(
+            f"{path}: its 'spec' does not build; use a checkpoint written by netspec train"
+        ) from None
+    difference = first_difference(trained_graph, build_graph(spec), str(path), spec_file)
+    if difference is None:
+        return
+    own = path.parent / "spec.yaml"
+    changing = [o for o in overrides if o.partition("=")[0].split(".")[0].strip() in _NETWORK]
+    if own.is_file() and own.resolve() != Path(spec_file).resolve():
+        fix = f"{verb} with the run's own spec ({own})"
+    elif changing:
+        fix = f"{verb} without --set {', '.join(changing)}"
+    else:
+        fix = f"{verb} with the spec it was trained with"
+    raise CheckpointError(f"{difference}: {fix}")
+
+
+# The top-level keys of a spec that change the network (the rest: training and data).
+_NETWORK = {"input", "classes", "device_groups", "layers"}
+# A layer's settings that do not change what it computes once a checkpoint is loaded: the
+# state replaces the initialisation, names are how the state finds its layers (the weights'
+# keys check them), the inputs are compared as wiring, and `in_features` is only a check.
+_NOT_COMPUTED = {"type", "name", "inputs", "init", "in_features"}
+
+
+def first_difference(
+    trained: NetGraph, given: NetGraph, trained_name: str, given_name: str
+) -> str | None:
+    """The first way in which `given` computes otherwise than `trained`, as the start of a
+    sentence; None when they compute the same function.
+
+    Layers are compared in running order by type and settings; where those agree the wiring
+    and output shapes are compared too. Names are not compared: renaming a layer without
+    weights changes nothing, and a renamed weight layer is caught by the weights' keys.
+    """
+    was, has = f"{trained_name} was trained", f"{given_name} has"
+    a_input, b_input = trained.net.input, given.net.input
+    if a_input != b_input:
+        return f"{was} on input {fmt(a_input)} where {has} {fmt(b_input)}"
+    a_groups, b_groups = len(trained.net.device_groups), len(given.net.device_groups)
+    if max(a_groups, 1) != max(b_groups, 1):
+        return f"{was} with {_count(a_groups)} where {has} {_count(b_groups)}"
+    a_layers, b_layers = trained.layers(), given.layers()
+    a_at = {n.name: i for i, n in enumerate(a_layers)}
+    b_at = {n.name: i for i, n in enumerate(b_layers)}
+    a_kinds, b_kinds = [_kind(n) for n in a_layers], [_kind(n) for n in b_layers]
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a_kinds, b_kinds, False).get_opcodes():
+        if tag == "delete":
+            return f"{was} with layer {_describe(a_layers[i1])} where {given_name} has none"
+        if tag == "insert":
+            return f"{was} without layer {_describe(b_layers[j1])}, which {given_name} has"
+        a, b = a_layers[i1], b_layers[j1]
+        if tag == "replace":
+            shown = _differing(a, b) if a.type == b.type else None
+            return f"{was} with layer {_describe(a, shown)} where {has} {_describe(b, shown)}"
+        # an equal run: the first one starts both lists, so positions in it are comparable
+        for a, b in zip(a_layers[i1:i2], b_layers[j1:j2], strict=True):
+            a_reads, b_reads = _reads(trained, a_at, a), _reads(given, b_at, b)
+            if [i for i, _ in a_reads] != [i for i, _ in b_reads]:
+                shown_a = ", ".join(name for _, name in a_reads)
+                shown_b = ", ".join(name for _, name in b_reads)
+                return (
+                    f"{was} with layer {a.name} reading {shown_a} where {given_name}'s "
+                    f"{b.name} reads {shown_b}"
+                )
+            if a.shape != b.shape:
+                return (
+                    f"{was} with layer {a.name} giving {fmt(a.shape)} where {given_name}'s "
+                    f"{b.name} gives {fmt(b.shape)}"
+                )
+    return None
+
+
+def _count(groups: int) -> str:
+    return "one device group" if groups <= 1 else f"{groups} device groups"
+
+
+def _settings(node: Node) -> dict[str, Any]:
+    """What the layer computes with, as the spec writes it, resolved where two spellings
+    compute the same (`units: classes`, a pooling stride left to the kernel)."""
+    assert node.layer is not None
+    settings = node.layer.model_dump(exclude=_NOT_COMPUTED)
+    if "units" in settings:
+        settings["units"] = node.shape[0]
+    if settings.get("stride", ()) is None:
+        settings["stride"] = settings["kernel"]
+    return settings
+
+
+def _kind(node: Node) -> str:
+    return repr((node.type, sorted(_settings(node).items())))
+
+
+def _differing(a: Node, b: Node) -> list[str]:
+    sa, sb = _settings(a), _settings(b)
+    return [key for key in sa if sa[key] != sb.get(key)]
+
+
+def _describe(node: Node, keys: list[str] | None = None) -> str:
+    """`norm1 (lrn, size 5, alpha 0.0001, …)`: the layer as the spec writes it."""
+    settings = _settings(node)
+    shown = [f"{k} {_shown(settings[k])}" for k in keys or settings if settings[k] is not None]
+    return f"{node.name} ({', '.join([node.type, *shown])})"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return _shown(value[0]) if len(set(value)) == 1 else "×".join(map(_shown, value))
+    return str(value)
+
+
+def _reads(graph: NetGraph, at: dict[str, int], node: Node) -> list[tuple[int, str]]:
+    """The layers `node` reads, as (position in running order, name); the input is -1."""
+    return [(at.get(s, -1), s) for s in graph.inputs_of(node.name)]

@@ -298,6 +298,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from netspec.train.checkpoint import check_trained_with
+
     overrides = [*args.overrides, *_flag_overrides(args)]
     if args.ten_crop:
         overrides.append("data.ten_crop=true")
@@ -306,6 +308,7 @@ def _eval(args: argparse.Namespace) -> int:
     require(checkpoint, state, EVAL_FIELDS, "be evaluated")
     stats = stats_from(checkpoint, state)
     spec = load_spec(args.spec, overrides)
+    check_trained_with(checkpoint, state, spec, args.spec, overrides, "evaluate")
     spec.data = _run_data(checkpoint, state, spec.data, overrides)
     _check_stats_fit(checkpoint, spec.data, stats)
     check_sizes(spec, training=False)

@@ -16,6 +16,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from netspec.backends.onnx_export import notes, to_onnx  # noqa: E402
+from onnx.numpy_helper import to_array  # noqa: E402
 
 ZOO = ROOT / "tests" / "nets" / "zoo.yaml"
 
@@ -254,7 +255,7 @@ def test_adaptive_pooling_with_equal_or_unequal_windows(size, op):
 
 def test_mismatched_checkpoint_is_one_line_naming_the_first_layer(tmp_path, capsys):
     mini = load_spec(ROOT / "specs" / "alexnet-mini.yaml", ["layers.conv2.connect=all"])
-    torch.save({"model": compile(mini, device="meta").state_dict()}, tmp_path / "last.pt")
+    torch.save({"model": compile(mini).state_dict()}, tmp_path / "last.pt")
     spec = ROOT / "specs" / "alexnet-mini.yaml"
     code = main(["export", str(spec), "--checkpoint", str(tmp_path / "last.pt"), "-o", "x.onnx"])
     err = capsys.readouterr().err
@@ -282,7 +283,7 @@ def test_mismatched_checkpoint_is_one_line_naming_the_first_layer(tmp_path, caps
 )
 def test_checkpoint_missing_or_extra_weights(tmp_path, capsys, edit, message):
     spec = ROOT / "specs" / "alexnet-mini.yaml"
-    state = dict(compile(load_spec(spec), device="meta").state_dict())
+    state = dict(compile(load_spec(spec)).state_dict())
     edit(state)
     torch.save(state, tmp_path / "w.pt")
     assert main(["export", str(spec), "--checkpoint", str(tmp_path / "w.pt"), "-o", "x.onnx"]) == 2
@@ -305,3 +306,78 @@ def test_without_the_onnx_package_the_export_says_how_to_install(monkeypatch, ca
         "netspec export: -o zoo.onnx: writing ONNX needs the onnx package: "
         "pip install 'netspec[onnx]'\n"
     )
+
+
+@pytest.mark.parametrize("groups", [["split", "flatten"], ["flatten", "split"], ["a", "split_2"]])
+def test_device_groups_named_like_the_parts_of_a_layer_give_unique_names(groups):
+    # a per-group LRN and concat split into `NAME/split/GROUP`, a grouped linear flattens
+    # into `NAME/flatten` and computes `NAME/GROUP`: groups called so once gave two nodes one
+    # name, which onnxruntime refuses
+    spec = Spec.model_validate(
+        {
+            "name": "towers",
+            "input": [4, 3, 3],
+            "device_groups": groups,
+            "layers": [
+                {"name": "conv", "type": "conv", "filters": 4, "kernel": 1},
+                {"name": "norm", "type": "lrn", "size": 3},
+                {"name": "side", "type": "conv", "filters": 4, "kernel": 1, "inputs": ["conv"]},
+                {"name": "join", "type": "concat", "inputs": ["norm", "side"]},
+                {"name": "fc", "type": "linear", "units": 4, "connect": "group"},
+            ],
+        }
+    )
+    model = check_equal(spec)
+    names = [name for node in model.graph.node for name in node.output]
+    names += [init.name for init in model.graph.initializer]
+    assert len(names) == len(set(names))
+    nodes = [node.name for node in model.graph.node]
+    assert len(nodes) == len(set(nodes))
+    assert {"conv", "norm", "side", "join", "fc"} <= set(nodes)  # each layer's last node
+    flatten = next(node for node in model.graph.node if node.op_type == "Flatten")
+    assert flatten.name == "fc/flatten"
+
+
+def test_weights_past_protobufs_limit_go_to_external_data_beside_the_model(
+    tmp_path, monkeypatch, capsys
+):
+    from netspec import export as export_command
+
+    spec = load_spec(ZOO)
+    weights = build_graph(spec).net.param_bytes
+    out, data = tmp_path / "zoo.onnx", tmp_path / "zoo.onnx.data"
+    # decided from the parameter count before any work: at the limit inline, past it beside
+    monkeypatch.setattr(export_command, "ONNX_INLINE_BYTES", weights)
+    inline = export(ZOO, out)
+    assert not data.exists()
+    monkeypatch.setattr(export_command, "ONNX_INLINE_BYTES", weights - 1)
+    capsys.readouterr()
+    beside = export(ZOO, out)  # onnx.load reads the data file back in
+    assert capsys.readouterr().out.startswith(f"wrote {out} and {data}: zoo with the weights")
+    arrays = [{t.name: to_array(t) for t in m.graph.initializer} for m in (inline, beside)]
+    assert arrays[0].keys() == arrays[1].keys()
+    assert all(np.array_equal(arrays[0][k], arrays[1][k]) for k in arrays[0])
+
+    # tensors of 1 KiB or more (here only stem's weight) go to the file, the rest stay
+    bare = onnx.load(str(out), load_external_data=False)
+    outside = [t.name for t in bare.graph.initializer if t.data_location == t.EXTERNAL]
+    assert outside == [k for k, v in arrays[0].items() if v.nbytes >= 1024] == ["stem.weight"]
+    assert data.stat().st_size == arrays[0]["stem.weight"].nbytes
+    onnx.checker.check_model(str(out), full_check=True)
+    torch.manual_seed(spec.train.seed)
+    module = compile(spec)
+    x = torch.randn(2, *spec.input)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, torch_out(module, x), rtol=1e-4, atol=1e-4)
+
+    # a second export replaces its own data file; one it did not write is refused
+    export(ZOO, out, "--set", "train.seed=3")
+    other = tmp_path / "other.onnx"
+    (tmp_path / "other.onnx.data").write_bytes(b"someone else's")
+    assert main(["export", str(ZOO), "-o", str(other)]) == 2
+    assert capsys.readouterr().err == (
+        f"netspec export: -o {other}: its weights go to {tmp_path / 'other.onnx.data'}, which "
+        "exists and was not written by an export to other.onnx; choose another -o\n"
+    )
+    assert not other.exists()

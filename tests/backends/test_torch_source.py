@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from netspec.backends.torch_source import class_name_for, to_source
+from netspec.backends.torch_source import class_name_for, python_string, to_source
 
 from netspec import build_graph, compile, load_spec
 from netspec.cli import main
@@ -217,18 +217,66 @@ def test_emitted_caffe_lrn_sums_caffes_window(tmp_path, size, groups):
     np.testing.assert_allclose(lrn(torch.from_numpy(a)).numpy(), want, rtol=1e-12)
 
 
-def test_python_keyword_as_a_layer_name_is_one_line(tmp_path, capsys):
+def named(spec_name: str, *layers: str) -> str:
+    """A spec file: a conv, then a chain of relu layers of these names."""
+    text = f"name: '{spec_name}'\ninput: [1, 4, 4]\nlayers:\n"
+    text += "  - {name: conv, type: conv, filters: 2, kernel: 1}\n"
+    text += "".join(f"  - {{name: {name}, type: relu}}\n" for name in layers)
+    return text
+
+
+def test_keyword_layer_names_keep_their_state_dict_keys(tmp_path):
     spec = tmp_path / "kw.yaml"
+    spec.write_text(named("kw", "lambda", "None", "match"))
+    text = to_source(build_graph(load_spec(spec)))
+    assert 'self.add_module("lambda", nn.ReLU())' in text
+    assert 'x = getattr(self, "None")(x)' in text
+    assert "self.match = nn.ReLU()" in text  # a soft keyword is an ordinary attribute
+    module = exec_file(text)["Kw"]()
+    assert list(module.state_dict()) == list(compile(load_spec(spec)).state_dict())
+    assert [name for name, _ in module.named_children()] == ["conv", "lambda", "None", "match"]
+
+
+@pytest.mark.parametrize(
+    ("spec_name", "class_name"),
+    [("none", "None_"), ("true", "True_"), ("concat", "Concat_"), ("add", "Add_"), ("int", "Int")],
+)
+def test_spec_names_that_are_keywords_or_helpers_get_a_class_of_their_own(
+    tmp_path, spec_name, class_name
+):
+    spec = tmp_path / "net.yaml"
     spec.write_text(
-        "name: kw\ninput: [1, 4, 4]\nlayers:\n"
-        "  - {name: conv, type: conv, filters: 2, kernel: 1}\n"
-        "  - {name: lambda, type: relu}\n"
+        named(spec_name, "a")
+        + "  - {name: b, type: relu, inputs: [conv]}\n"
+        + "  - {name: join, type: concat, inputs: [a, b]}\n"
+        + "  - {name: join2, type: concat, inputs: [b, a]}\n"
+        + "  - {name: sum, type: add, inputs: [join, join2]}\n"
     )
-    assert main(["export", str(spec), "-o", str(tmp_path / "kw.py")]) == 2
-    assert capsys.readouterr().err == (
-        "netspec export: layer 'lambda' is a Python keyword, which cannot name an attribute "
-        "in the exported file; rename the layer\n"
+    text = to_source(build_graph(load_spec(spec)))
+    namespace = exec_file(text)
+    assert namespace["__all__"] == [class_name]
+    assert namespace["Concat"].__name__ == "Concat" and namespace["Add"].__name__ == "Add"
+    x = torch.randn(2, 1, 4, 4)
+    torch.manual_seed(0)
+    want = compile(load_spec(spec))
+    module = namespace[class_name]()
+    module.load_state_dict(want.state_dict())
+    torch.testing.assert_close(module(x), want(x))
+
+
+def test_a_newline_in_the_output_name_stays_inside_a_comment(tmp_path):
+    out = tmp_path / 'w\nimport os\nos.remove("x")\n.py'
+    text = export(MINI, out)
+    body = ast.parse(text).body
+    kinds = {type(node).__name__ for node in body}
+    assert kinds <= {"Import", "ImportFrom", "Assign", "ClassDef", "FunctionDef"}
+    imports = [alias.name for node in body if isinstance(node, ast.Import) for alias in node.names]
+    assert imports == ["torch"]
+    assert (
+        '#     model.load_state_dict(torch.load("w\\nimport os\\nos.remove(\\"x\\")\\n.pt", '
+        "weights_only=True))" in text
     )
+    assert out.with_suffix(".pt").is_file()
 
 
 def test_weights_file_must_not_overwrite_the_checkpoint(tmp_path, capsys):
@@ -240,6 +288,49 @@ def test_weights_file_must_not_overwrite_the_checkpoint(tmp_path, capsys):
     )
     assert "writes its weights to" in capsys.readouterr().err
     assert ckpt.read_bytes() == before and not (tmp_path / "best.py").exists()
+
+
+@pytest.mark.parametrize("name", ["best", "last"])
+def test_a_py_export_never_replaces_a_runs_checkpoint(tmp_path, capsys, name):
+    # -o RUN/best.py would write its weights to RUN/best.pt: the run's file, not the user's
+    ckpt = tmp_path / f"{name}.pt"
+    torch.save({"model": compile(load_spec(MINI)).state_dict(), "epoch": 3}, ckpt)
+    before = ckpt.read_bytes()
+    out = tmp_path / f"{name}.py"
+    assert main(["export", str(MINI), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"netspec export: -o {out}: its weights go to {ckpt}, which exists and was not "
+        f"written by an export to {name}.py; choose another -o\n"
+    )
+    assert ckpt.read_bytes() == before and not out.exists()
+
+
+def test_a_py_export_replaces_only_the_weights_its_own_earlier_export_wrote(tmp_path, capsys):
+    out, weights = tmp_path / "net.py", tmp_path / "net.pt"
+    export(MINI, out)
+    export(MINI, out, "--set", "train.seed=1")  # its own: replaced
+    torch.manual_seed(1)
+    want = compile(load_spec(MINI)).state_dict()
+    got = torch.load(weights, weights_only=True)
+    assert all(torch.equal(got[key], want[key]) for key in want)
+    text = out.read_text()
+
+    def refused(out: Path) -> None:
+        weights = out.with_suffix(".pt")
+        before = weights.read_bytes()
+        assert main(["export", str(MINI), "-o", str(out)]) == 2
+        assert "which exists and was not written by an export" in capsys.readouterr().err
+        assert weights.read_bytes() == before
+
+    out.unlink()  # the file gone, its weights are nobody's
+    refused(out)
+    torch.save(want, tmp_path / "user.pt")  # a user's own state_dict
+    refused(tmp_path / "user.py")
+    # a run's checkpoint, beside an exported file that names it
+    torch.save({"model": want, "epoch": 1}, tmp_path / "run.pt")
+    (tmp_path / "run.py").write_text(text.replace('"net.pt"', '"run.pt"'))
+    assert '.load_state_dict(torch.load("run.pt"' in (tmp_path / "run.py").read_text()
+    refused(tmp_path / "run.py")
 
 
 def test_class_names():
@@ -254,3 +345,12 @@ def test_header_names_a_weights_file_and_says_how_to_load_it(tmp_path):
     assert "#     model = AlexnetMini()\n" in text
     assert '#     model.load_state_dict(torch.load("mini_model.pt", weights_only=True))\n' in text
     assert (tmp_path / "mini_model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "text", ["net.pt", 'a"b', "a'b", "'\"\\", "é\u2028\x85\r\n\t\x00", "\udcff", "x" * 300]
+)
+def test_names_in_the_file_are_ascii_string_literals_of_themselves(text):
+    literal = python_string(text)
+    assert literal.isascii() and literal.startswith('"') and "\n" not in literal
+    assert ast.literal_eval(literal) == text

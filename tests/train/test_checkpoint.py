@@ -8,12 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from netspec.cli import main
 from netspec.spec.settings import TrainConfig
 from netspec.train.checkpoint import (
     CheckpointError,
@@ -166,3 +169,50 @@ def test_unsafe_payload_is_refused_by_weights_only_load(tmp_path: Path) -> None:
         "refuses; save only tensors, numbers, strings, and lists and dicts of them"
     )
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "where", "what"),
+    [
+        (
+            lambda: torch.empty(2, 3, device="meta"),
+            "model['fc.weight']",
+            "is a meta tensor, which holds no values; save the weights themselves (not a "
+            "model built on the meta device)",
+        ),
+        (
+            lambda: torch.eye(3).to_sparse(),
+            "model['fc.weight']",
+            "is a sparse tensor (sparse_coo); netspec reads dense tensors: save it with "
+            ".to_dense()",
+        ),
+        (
+            lambda: torch.eye(3).to_sparse_csr(),
+            "model['fc.weight']",
+            "is a sparse tensor (sparse_csr); netspec reads dense tensors: save it with "
+            ".to_dense()",
+        ),
+    ],
+    ids=["meta", "sparse_coo", "sparse_csr"],
+)
+def test_sparse_or_meta_tensor_in_a_checkpoint_is_one_line(
+    tmp_path: Path, capsys, make: Callable[[], torch.Tensor], where: str, what: str
+) -> None:
+    path = tmp_path / "c.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note that sparse CSR is in beta
+        tensor = make()
+        torch.save({"model": {"fc.bias": torch.zeros(2), "fc.weight": tensor}, "epoch": 1}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == f"{path}: its {where} {what}"
+    # nested deeper, in a plain state_dict, or in an optimizer's state: found all the same
+    torch.save({"opt": {"state": [{"buf": torch.empty(1, device="meta")}]}}, path)
+    with pytest.raises(CheckpointError, match=r"its opt\['state'\]\[0\]\['buf'\] is a meta"):
+        load_checkpoint(path)
+    # and one line from the command that reads it, with nothing else on stderr
+    torch.save({"fc.weight": tensor}, path)
+    spec = ROOT / "tests/nets/tiny.yaml"
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(spec), "--checkpoint", str(path), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"netspec export: {path}: its fc.weight {what}\n"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,7 +34,9 @@ from netspec.train.checkpoint import (
     check_trained_with,
     load_checkpoint,
     save_checkpoint,
+    state_dict_in,
 )
+from netspec.train.finetune import by_spec_names
 
 if TYPE_CHECKING:
     import onnx
@@ -222,7 +224,7 @@ def weights_for(
         )
     payload = load_checkpoint(path)
     check_trained_with(path, payload, spec, spec_path, overrides, "export")
-    state = state_dict_in(path, payload)
+    state = by_spec_names(state_dict_in(path, payload), spec)
     expected = compile(spec, device="meta").state_dict()
     mismatch = first_mismatch(graph, expected, state)
     if mismatch:
@@ -231,19 +233,6 @@ def weights_for(
             "export with the spec it was trained with (its run folder's spec.yaml)"
         )
     return {key: _float32(state[key].detach()) for key in expected}
-
-
-def state_dict_in(path: Path, payload: Mapping[str, Any]) -> StateDict:
-    """A run checkpoint's `model`, or the whole file when it is a plain state_dict."""
-    state = payload.get("model", payload)
-    if not isinstance(state, Mapping) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
-    ):
-        raise CheckpointError(
-            f"{path}: neither a netspec checkpoint (a dict with 'model') nor a state_dict "
-            "(names to tensors); point at a last.pt or best.pt written by netspec train"
-        )
-    return dict(state)
 
 
 def first_mismatch(

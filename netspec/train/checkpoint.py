@@ -385,3 +385,16 @@ def _shown(value: Any) -> str:
 def _reads(graph: NetGraph, at: dict[str, int], node: Node) -> list[tuple[int, str]]:
     """The layers `node` reads, as (position in running order, name); the input is -1."""
     return [(at.get(s, -1), s) for s in graph.inputs_of(node.name)]
+
+
+def state_dict_in(path: Path, payload: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A run checkpoint's `model`, or the whole file when it is a plain state_dict."""
+    state = payload.get("model", payload)
+    if not isinstance(state, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise CheckpointError(
+            f"{path}: neither a netspec checkpoint (a dict with 'model') nor a state_dict "
+            "(names to tensors); point at a last.pt or best.pt written by netspec train"
+        )
+    return dict(state)

@@ -12,6 +12,7 @@ a spec whose layers are named as torchvision names its modules needs no key at a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,26 +21,30 @@ from torch import nn
 
 from netspec.errors import UsageError
 from netspec.spec.model import Spec
-from netspec.train.checkpoint import load_checkpoint
-
-
-def read_weights(file: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a netspec checkpoint (its model) or of a plain state_dict."""
-    state = load_checkpoint(file)
-    weights = state.get("model", state)
-    if not isinstance(weights, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
-    ):
-        raise UsageError(
-            f"--init-from {file}: neither a netspec checkpoint nor a state_dict (a mapping of "
-            "names to tensors)"
-        )
-    return weights
+from netspec.train.checkpoint import load_checkpoint, state_dict_in
 
 
 def source_keys(spec: Spec) -> dict[str, str]:
-    """Each layer's name in the weights file: its `weights_key`, or its own name."""
+    """Each layer's name in a weights file: its `weights_key`, or its own name."""
     return {layer.name: getattr(layer, "weights_key", None) or layer.name for layer in spec.layers}
+
+
+def layer_of(key: str, names: Iterable[str]) -> str | None:
+    """The layer a tensor key belongs to: the longest name that prefixes it (names may hold
+    dots, as repeated blocks' do)."""
+    owners = [name for name in names if key.startswith(f"{name}.")]
+    return max(owners, key=len) if owners else None
+
+
+def by_spec_names(weights: dict[str, torch.Tensor], spec: Spec) -> dict[str, torch.Tensor]:
+    """`weights` with each tensor of a layer's `weights_key` under the layer's own name, so
+    that a file named otherwise (torchvision's `features.0.weight`) reads as the spec's."""
+    renames = {key: name for name, key in source_keys(spec).items() if key != name}
+    named = {}
+    for key, tensor in weights.items():
+        source = layer_of(key, renames)
+        named[f"{renames[source]}{key[len(source) :]}" if source else key] = tensor
+    return named
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,16 @@ class Copied:
 def copy_matching(model: nn.Module, spec: Spec, file: Path) -> Copied:
     """Copy into `model` every tensor of FILE whose key (through `weights_key`) and shape
     match; the rest keep the spec's initialisation. FILE matching nothing is an error."""
-    weights = read_weights(file)
+    weights = by_spec_names(state_dict_in(file, load_checkpoint(file)), spec)
     keys = source_keys(spec)
     state = model.state_dict()
     fresh: dict[str, str] = {}
     copied = 0
     with torch.no_grad():
         for key, tensor in state.items():
-            layer, _, rest = key.partition(".")
-            source = f"{keys.get(layer, layer)}.{rest}"
-            found = weights.get(source)
+            layer = layer_of(key, keys) or key
+            source = f"{keys.get(layer, layer)}{key[len(layer) :]}"  # as the file names it
+            found = weights.get(key)
             if found is None:
                 fresh.setdefault(layer, f"no {source} in the file")
             elif found.shape != tensor.shape:

@@ -59,7 +59,7 @@ def test_a_file_that_matches_nothing_or_is_no_state_dict_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"none of its 1 tensors matches a layer of tiny"):
         copy_matching(compile(spec), spec, tmp_path / "other.pt")
     torch.save({"epoch": 3}, tmp_path / "numbers.pt")
-    with pytest.raises(UsageError, match=r"neither a netspec checkpoint nor a state_dict"):
+    with pytest.raises(UsageError, match=r"numbers.pt: neither a netspec checkpoint \(a dict with"):
         copy_matching(compile(spec), spec, tmp_path / "numbers.pt")
 
 
@@ -84,3 +84,14 @@ def test_a_run_starts_from_another_runs_checkpoint(data, tmp_path, capsys):
     assert len(rows) == 1 and json.loads(rows[0])["epoch"] == 1
     started = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert not torch.equal(started["conv1.weight"], before["conv1.weight"])  # trained on
+
+
+def test_export_takes_torchvisions_weight_file_too(torchvision_file, tmp_path):
+    from netspec.cli import main as netspec
+
+    reference, path = torchvision_file
+    out = tmp_path / "alexnet_model.py"
+    assert netspec(["export", str(TORCHVISION), "--checkpoint", str(path), "-o", str(out)]) == 0
+    written = torch.load(out.with_suffix(".pt"), weights_only=True)
+    assert torch.equal(written["conv1.weight"], reference.features[0].weight)
+    assert torch.equal(written["fc8.bias"], reference.classifier[6].bias)

@@ -16,13 +16,17 @@ from netspec.spec.model import Spec, load_spec
 if TYPE_CHECKING:
     import torch
 
+    from netspec.ir.records import NetGraph
 
-def compile(spec: Spec, device: str | torch.device | None = None) -> torch.nn.Module:
-    """The spec as a torch module; `device="meta"` builds it without allocating weights."""
+
+def compile(
+    spec: Spec, device: str | torch.device | None = None, graph: NetGraph | None = None
+) -> torch.nn.Module:
+    """The spec as a torch module; `device="meta"` builds it without allocating weights.
+    A caller that has the spec's graph already passes it, so it is built once."""
     from netspec.backends.torch_module import to_module
 
-    graph = build_graph(spec)
-    return to_module(graph, spec.init, device)
+    return to_module(graph or build_graph(spec), spec.init, device)
 
 
 __all__ = ["Problem", "Spec", "SpecError", "build_graph", "compile", "load_spec"]

@@ -248,6 +248,7 @@ def check_trained_with(
     spec_file: str,
     overrides: Sequence[str],
     verb: str,
+    graph: NetGraph | None = None,
 ) -> None:
     """Refuse, in one line naming the first difference, a spec whose network computes
     something other than the one the checkpoint was trained with.
@@ -270,7 +271,7 @@ def check_trained_with(
         raise CheckpointError(
             f"{path}: its 'spec' does not build; use a checkpoint written by netspec train"
         ) from None
-    difference = first_difference(trained_graph, build_graph(spec), str(path), spec_file)
+    difference = first_difference(trained_graph, graph or build_graph(spec), str(path), spec_file)
     if difference is None:
         return
     own = path.parent / "spec.yaml"

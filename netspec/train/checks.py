@@ -23,9 +23,11 @@ from netspec.train.store import Stale
 SAME_WIDTH = frozenset({"relu", "tanh", "dropout", "batchnorm"})  # pass a vector through
 
 
-def check_data_fits(spec: Spec, folder: Path, classes: list[str]) -> None:
+def check_data_fits(
+    spec: Spec, folder: Path, classes: list[str], graph: NetGraph | None = None
+) -> None:
     """The output layer must have one unit per class folder; the advice names what sets it."""
-    graph = build_graph(spec)
+    graph = graph or build_graph(spec)
     units = graph.node(graph.net.output).shape[0]
     if len(classes) != units:
         shown = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
@@ -54,7 +56,7 @@ def _width_source(graph: NetGraph, node: Node) -> Node:
     return node
 
 
-def check_sizes(spec: Spec, training: bool = True) -> None:
+def check_sizes(spec: Spec, training: bool = True, graph: NetGraph | None = None) -> None:
     """The data section must produce what the input layer expects, the last layer must give
     one score per class, and (for training) there must be something to train."""
     problems = []
@@ -76,7 +78,7 @@ def check_sizes(spec: Spec, training: bool = True) -> None:
                 f"set data.crop: {h} (and a square input)",
             )
         )
-    problems += _classifier_problems(spec, build_graph(spec), training)
+    problems += _classifier_problems(spec, graph or build_graph(spec), training)
     if problems:
         raise SpecError(problems)
 
@@ -129,11 +131,13 @@ def check_workers(spec: Spec) -> None:
         )
 
 
-def check_memory(spec: Spec, device: torch.device, training: bool = True) -> None:
+def check_memory(
+    spec: Spec, device: torch.device, training: bool = True, graph: NetGraph | None = None
+) -> None:
     """Refuse, in one line, a model that cannot fit the device's memory: a lower bound of
     what it needs (weights, with their gradients and momentum when training; one batch's
     activations; one decoded image) against the memory the device has."""
-    net = build_graph(spec).net
+    net = (graph or build_graph(spec)).net
     batch = spec.train.batch_size * (10 if spec.data.ten_crop and not training else 1)
     weights = net.param_bytes * (3 if training else 1)
     activations = batch * net.activation_bytes
@@ -180,11 +184,14 @@ def check_cache(folder: Path) -> None:
         ) from None
 
 
-def open_training_data(spec: Spec, root: Path, stale: Stale = "refuse") -> Data:
+def open_training_data(
+    spec: Spec, root: Path, stale: Stale = "refuse", graph: NetGraph | None = None
+) -> Data:
     """ROOT's train and val splits, checked against the spec, with statistics fitted."""
-    check_sizes(spec)
+    graph = graph or build_graph(spec)
+    check_sizes(spec, graph=graph)
     data = open_data(root, spec.data, stale=stale)
-    check_data_fits(spec, data.train_set.where, data.classes)
+    check_data_fits(spec, data.train_set.where, data.classes, graph)
     if len(data.train_set) < spec.train.batch_size:
         raise UsageError(
             f"{data.train_set.where} has {len(data.train_set)} images, fewer than "

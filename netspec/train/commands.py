@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from netspec import compile, load_spec
+from netspec import build_graph, compile, load_spec
 from netspec.errors import UsageError
 from netspec.interrupt import describe, exit_status
+from netspec.ir.records import NetGraph
 from netspec.spec.document import parse_yaml
 from netspec.spec.model import Spec, validate
 from netspec.spec.settings import DataConfig
@@ -124,11 +125,11 @@ def resolve_target(args: argparse.Namespace, announce: bool, restarted: bool) ->
     return Target(spec, out, (out / "last.pt").exists(), args.spec, fresh=not restarted)
 
 
-def check_run(spec: Spec, device: torch.device) -> None:
+def check_run(spec: Spec, device: torch.device, graph: NetGraph) -> None:
     """What can be known wrong before any work: sizes, loader processes, memory."""
-    check_sizes(spec)
+    check_sizes(spec, graph=graph)
     check_workers(spec)
-    check_memory(spec, device)
+    check_memory(spec, device, graph=graph)
 
 
 def check_caches(spec: Spec, data: str) -> None:
@@ -189,7 +190,8 @@ def _launch(args: argparse.Namespace) -> int:
     plan(args.parallel or "data", target.spec, args.nproc, target.source)
     device = pick_device(args.device)
     check_devices(device, args.nproc)
-    check_run(target.spec, device)
+    graph = build_graph(target.spec)  # once, for every check
+    check_run(target.spec, device, graph)
     if target.spec.train.tensorboard:
         writer_class()
     with holding(target.out):
@@ -199,7 +201,7 @@ def _launch(args: argparse.Namespace) -> int:
         check_caches(target.spec, args.data)
         # a mistake in the data folder is one line here, not one per worker; and the workers
         # find the built-in set and the statistics cached
-        open_training_data(target.spec, resolve_data_dir(args.data), _stale(args))
+        open_training_data(target.spec, resolve_data_dir(args.data), _stale(args), graph)
         argv = args.argv if args.resume or args.out else [*args.argv, "--out", str(target.out)]
         try:
             launch(argv, args.nproc, args.max_restarts)
@@ -243,7 +245,8 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
     main = world is None or world.rank == 0
     target = resolve_target(args, announce=main, restarted=bool(world and world.restarts))
     out = agree(target.out)  # the run folder rank 0 named, for a default --out
-    check_run(target.spec, device)
+    graph = build_graph(target.spec)  # once, for every check and the module
+    check_run(target.spec, device, graph)
     parallel = None
     if processes > 1 or args.parallel:
         layout = plan(args.parallel or "data", target.spec, processes, target.source)
@@ -269,6 +272,7 @@ def _train(args: argparse.Namespace, world: World | None, device: torch.device) 
                 parallel=parallel,
                 stale=stale,
                 init_from=init_from,
+                graph=graph,
             )
         except Diverged as exc:
             print(f"netspec train: {exc}", file=sys.stderr)
@@ -308,21 +312,22 @@ def _eval(args: argparse.Namespace) -> int:
     require(checkpoint, state, EVAL_FIELDS, "be evaluated")
     stats = stats_from(checkpoint, state)
     spec = load_spec(args.spec, overrides)
-    check_trained_with(checkpoint, state, spec, args.spec, overrides, "evaluate")
+    graph = build_graph(spec)  # once, for every check and the module
+    check_trained_with(checkpoint, state, spec, args.spec, overrides, "evaluate", graph)
     spec.data = _run_data(checkpoint, state, spec.data, overrides)
     _check_stats_fit(checkpoint, spec.data, stats)
-    check_sizes(spec, training=False)
+    check_sizes(spec, training=False, graph=graph)
     check_workers(spec)
     device = pick_device(args.device)
-    check_memory(spec, device, training=False)
-    model = compile(spec)
+    check_memory(spec, device, training=False, graph=graph)
+    model = compile(spec, graph=graph)
     with restoring(checkpoint, f"model (for {args.spec})"):
         model.load_state_dict(state["model"])
     model.to(device)
     if args.data == "shapes":
         check_cache(cache_root())
     val_set = open_val(resolve_data_dir(args.data), spec.data, _stale(args))
-    check_data_fits(spec, val_set.where, val_set.classes)
+    check_data_fits(spec, val_set.where, val_set.classes, graph)
     batches = val_loader(val_set, spec.data, spec.train.batch_size)
     val = evaluate(model, batches, options_for(spec, device, stats))
     crops = "ten crops" if spec.data.ten_crop else "centre crop"

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from netspec import compile
+from netspec import build_graph, compile
 from netspec.interrupt import interrupted, raise_pending
+from netspec.ir.records import NetGraph
 from netspec.spec.model import Spec
 from netspec.train.augment import Batch
 from netspec.train.checkpoint import restoring, rng_state, save_checkpoint, set_rng_state
@@ -130,8 +131,10 @@ class Run:
         parallel: OneProcess | None = None,
         stale: Stale = "refuse",
         init_from: Path | None = None,
+        graph: NetGraph | None = None,
     ):
         self.parallel = parallel or OneProcess(spec, device)
+        graph = graph or build_graph(spec)  # once, for every check and the module
         self.main = self.parallel.is_main
         tb = spec.train  # first: a missing tensorboard package is found before any work
         if tb.tensorboard:
@@ -140,14 +143,15 @@ class Run:
         self.board = Board(Path(out) / "tb", tb.tensorboard_every) if board else None
         with self.parallel.main_first():  # the main process fits (and caches) the statistics
             # the main process alone compares a store with its source folder
-            self.data = open_training_data(spec, data_root, stale if self.main else "unchecked")
+            checked: Stale = stale if self.main else "unchecked"
+            self.data = open_training_data(spec, data_root, checked, graph)
         self.spec, self.cfg = spec, spec.train
         self.log = log if self.main else _quiet
         self.folder = RunFolder(out)
         self.data_root = data_root
         self.opts = options_for(spec, device, self.data.stats, note=self.main)
         torch.manual_seed(self.cfg.seed)
-        model = compile(spec)
+        model = compile(spec, graph=graph)
         if init_from is not None:  # before the model is split or replicated: every mode
             self.log(copy_matching(model, spec, init_from).line(init_from))
         model = model.to(device)
@@ -355,13 +359,14 @@ def train(
     parallel: OneProcess | None = None,
     stale: Stale = "refuse",
     init_from: Path | None = None,
+    graph: NetGraph | None = None,
 ) -> list[dict[str, Any]]:
     """Train `spec` on the image folder or store `data_root`, writing the run into `out`;
     `parallel` is this process's part in a multi-process run (default: one process alone);
     `stale` says what a store whose source changed gets; a new run starts from the weights
     of `init_from` where they fit (netspec.train.finetune)."""
     first = None if resume else init_from
-    run = Run(spec, data_root, out, torch.device(device), log, parallel, stale, first)
+    run = Run(spec, data_root, out, torch.device(device), log, parallel, stale, first, graph)
     if resume:
         run.resume()
     else:

@@ -25,20 +25,6 @@ from netspec.ir.shapes import fmt
 from . import diagram_style as S
 
 FORMATS = ("svg", "png", "pdf", "dot")
-# What --compact folds into the weight layer before it, as papers draw a conv block.
-FOLDABLE = frozenset(
-    {
-        "relu",
-        "tanh",
-        "lrn",
-        "batchnorm",
-        "maxpool",
-        "avgpool",
-        "adaptive_avgpool",
-        "dropout",
-        "flatten",
-    }
-)
 FOLDED_PER_LINE = 3  # keeps a folded node about as wide as its first line
 
 
@@ -94,13 +80,15 @@ def _follower(graph: NetGraph, name: str) -> str | None:
     if graph.out_degree(name) != 1:
         return None
     (after,) = graph.successors(name)
-    foldable = graph.in_degree(after) == 1 and graph.node(after).type in FOLDABLE
+    # what --compact folds into the weight layer before it, as papers draw a conv block
+    layer = graph.node(after).layer
+    foldable = graph.in_degree(after) == 1 and layer is not None and layer.folds
     return after if foldable else None
 
 
 def _canvas(graph: NetGraph, chains: dict[str, list[str]], rankdir: str) -> graphviz.Digraph:
     """An empty digraph with the defaults for nodes and edges, and the title with its key."""
-    kinds = list(dict.fromkeys(S.KINDS[graph.node(h).type] for h in chains))
+    kinds = list(dict.fromkeys(S.kind_of(graph.node(h)) for h in chains))
     crosses = any(graph.edge(a, b).cross for a, b in graph.edges)
     title = S.title(graph, kinds, crosses)
     return graphviz.Digraph(
@@ -138,7 +126,7 @@ def _node_attrs(graph: NetGraph, chain: list[str], group: str | None) -> dict[st
     head = graph.node(chain[0])
     attrs = {
         "label": _label(graph, chain, len(graph.net.device_groups) if group else 1),
-        "fillcolor": S.KINDS[head.type].fill,
+        "fillcolor": S.kind_of(head).fill,
         "tooltip": _tooltip(graph, chain),
     }
     if group:

@@ -1,8 +1,8 @@
 """How a layer looks in a diagram: a colour by kind, and the key parameters in its label.
 
-Both are registries keyed by the spec's layer `type` (plus `input`), so that a new layer type
-is one entry here, never an `if type == …` chain in the drawing code; a test checks that every
-type of the spec language has both.
+A layer type names its kind itself (`kind` on its model class); its label details come from a
+table keyed by model class, where a base class's entry serves the types derived from it, so a
+new activation needs nothing here. A test checks that every type of the spec language has both.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netspec.ir.records import NetGraph, Node, layer_as
+from netspec.ir.registry import LayerTable
 from netspec.ir.shapes import fmt, fmt_pair
 from netspec.spec import layers as L
 
@@ -31,22 +32,16 @@ POOL = Kind("pooling", "#f4c6cf")
 DROPOUT = Kind("dropout", "#f2f2f2")
 RESHAPE = Kind("reshape · join", "#fffbe0")
 
+# The colours of the kinds a layer type names (its `kind`), and the input's own.
 KINDS: dict[str, Kind] = {
-    "input": INPUT,
-    "conv": CONV,
-    "linear": LINEAR,
-    "relu": ACTIVATION,
-    "tanh": ACTIVATION,
-    "lrn": NORM,
-    "batchnorm": NORM,
-    "maxpool": POOL,
-    "avgpool": POOL,
-    "adaptive_avgpool": POOL,
-    "dropout": DROPOUT,
-    "flatten": RESHAPE,
-    "concat": RESHAPE,
-    "add": RESHAPE,
+    k.legend: k for k in (CONV, LINEAR, ACTIVATION, NORM, POOL, DROPOUT, RESHAPE)
 }
+
+
+def kind_of(node: Node) -> Kind:
+    return INPUT if node.layer is None else KINDS[node.layer.kind]
+
+
 CROSS_COLOUR = "#d1495b"
 FONT = "Helvetica"
 
@@ -107,28 +102,26 @@ def _none(node: Node, towers: int) -> str:
     return ""
 
 
-DESCRIBE: dict[str, Describe] = {
-    "input": lambda node, towers: fmt(node.shape),
-    "conv": _conv,
-    "linear": _count,
-    "relu": _none,
-    "tanh": _none,
-    "lrn": _lrn,
-    "batchnorm": _none,
-    "maxpool": _pool,
-    "avgpool": _pool,
-    "adaptive_avgpool": _adaptive,
-    "dropout": _dropout,
-    "flatten": _none,
-    "concat": _none,
-    "add": _none,
-}
+def _shape(node: Node, towers: int) -> str:
+    return fmt(node.shape)
+
+
+# A layer type's key parameters; a base class's entry serves the types derived from it.
+DESCRIBE: LayerTable[Describe] = LayerTable("diagram label")
+DESCRIBE.register(L.Conv)(_conv)
+DESCRIBE.register(L.Linear)(_count)
+DESCRIBE.register(L.LRN)(_lrn)
+DESCRIBE.register(L.Pool)(_pool)
+DESCRIBE.register(L.AdaptiveAvgPool)(_adaptive)
+DESCRIBE.register(L.Dropout)(_dropout)
+DESCRIBE.register(L.Layer)(_none)  # the rest show their type alone
 
 
 def summary(name: str, node: Node, towers: int) -> str:
     """`conv2`, its type and key parameters, as HTML-like label text (escaped)."""
     kind = node.type if node.type != name else ""
-    detail = " ".join(p for p in (kind, DESCRIBE[node.type](node, towers)) if p)
+    describe = DESCRIBE[type(node.layer)] if node.layer is not None else _shape
+    detail = " ".join(p for p in (kind, describe(node, towers)) if p)
     return f"<B>{html.escape(name)}</B> {html.escape(detail)}".rstrip()
 
 

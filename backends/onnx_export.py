@@ -372,10 +372,27 @@ def _single(op: str, **attrs: Any) -> Emitter:
     return emit
 
 
+@emits(L.GELU)
+def _gelu(out: OnnxGraph, node: Node, inputs: list[str]) -> str:
+    """x·Φ(x) = x · (1 + erf(x / √2)) / 2, in the ops of opset 17, which has no Gelu."""
+    (x,) = inputs
+    name = node.name
+    scaled = out.add("Mul", [x, out.constant(f"{name}/1_sqrt2", _f32(2**-0.5))], f"{name}/x")
+    erf = out.add("Erf", [scaled], f"{name}/erf")
+    one_plus = out.add("Add", [erf, out.constant(f"{name}/one", _f32(1.0))], f"{name}/1+erf")
+    half = out.add("Mul", [x, out.constant(f"{name}/half", _f32(0.5))], f"{name}/x_2")
+    return out.add("Mul", [half, one_plus], name)
+
+
+def _f32(value: float) -> np.ndarray:
+    return np.array(value, dtype=np.float32)
+
+
 EMITTERS.update(
     {
         L.ReLU: _single("Relu"),
         L.Tanh: _single("Tanh"),
+        L.Sigmoid: _single("Sigmoid"),
         L.Flatten: _single("Flatten", axis=1),
     }
 )

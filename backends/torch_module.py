@@ -102,6 +102,8 @@ BUILDERS.update(
     {
         L.ReLU: lambda node, in_size, groups: nn.ReLU(),
         L.Tanh: lambda node, in_size, groups: nn.Tanh(),
+        L.GELU: lambda node, in_size, groups: nn.GELU(),
+        L.Sigmoid: lambda node, in_size, groups: nn.Sigmoid(),
         L.Dropout: lambda node, in_size, groups: nn.Dropout(layer_as(node, L.Dropout).p),
         L.Flatten: lambda node, in_size, groups: nn.Flatten(),
         L.Add: lambda node, in_size, groups: T.Add(),

@@ -339,6 +339,8 @@ SOURCES.update(
     {
         L.ReLU: _fixed("nn.ReLU()"),
         L.Tanh: _fixed("nn.Tanh()"),
+        L.GELU: _fixed("nn.GELU()"),
+        L.Sigmoid: _fixed("nn.Sigmoid()"),
         L.Flatten: _fixed("nn.Flatten()"),
         L.Add: _fixed("Add()", "add"),
     }

@@ -28,4 +28,12 @@ class LayerTable(dict[type, F]):
         return add
 
     def __missing__(self, model: type) -> F:
+        # an entry for a base class (Activation) serves every type derived from it
+        for base in model.__mro__[1:]:
+            if dict.__contains__(self, base):
+                return dict.__getitem__(self, base)
         raise KeyError(f"no {self.purpose} for layer type {model.__name__}")
+
+    def covers(self, model: type) -> bool:
+        """Whether this table handles `model`, itself or through a base class."""
+        return any(dict.__contains__(self, base) for base in model.__mro__)

@@ -237,7 +237,7 @@ def _linear(layer: L.Linear, ins: list[Tensor], ctx: Context) -> Inferred:
     )
 
 
-@rule(L.ReLU, L.Tanh, L.Dropout)
+@rule(L.Activation, L.Dropout)
 def _elementwise(layer: L.Layer, ins: list[Tensor], ctx: Context) -> Inferred:
     (t,) = ins
     return Inferred(shape=t.shape, split=t.split)

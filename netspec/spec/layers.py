@@ -114,8 +114,12 @@ class Layer(Strict):
         description="what this layer's tensors are called in a file given to --init-from "
         "(e.g. features.0 in torchvision's AlexNet); default: the layer's name",
     )
+    # What is true of a layer type lives on its class; back ends and checks read it here.
     has_weights: ClassVar[bool] = False
     joins: ClassVar[bool] = False  # takes two or more inputs
+    keeps_width: ClassVar[bool] = False  # passes a vector through at its width
+    folds: ClassVar[bool] = False  # `draw --compact` folds it into the layer before it
+    kind: ClassVar[str] = "reshape · join"  # how the diagram colours it
 
 
 class WeightLayer(Layer):
@@ -131,6 +135,7 @@ class WeightLayer(Layer):
 
 class Conv(WeightLayer):
     type: Literal["conv"]
+    kind: ClassVar[str] = "convolution"
     filters: PosInt
     kernel: Window
     stride: Window = (1, 1)
@@ -139,22 +144,43 @@ class Conv(WeightLayer):
 
 class Linear(WeightLayer):
     type: Literal["linear"]
+    kind: ClassVar[str] = "fully connected"
     units: PosInt | Literal["classes"]
     in_features: PosInt | None = Field(
         None, description="optional check: the flattened size this layer expects"
     )
 
 
-class ReLU(Layer):
+class Activation(Layer):
+    """An elementwise function: same shape out, nothing to learn."""
+
+    keeps_width: ClassVar[bool] = True
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "activation"
+
+
+class ReLU(Activation):
     type: Literal["relu"]
 
 
-class Tanh(Layer):
+class Tanh(Activation):
     type: Literal["tanh"]
+
+
+class GELU(Activation):
+    """x·Φ(x), the exact (erf) form, as nn.GELU() computes by default."""
+
+    type: Literal["gelu"]
+
+
+class Sigmoid(Activation):
+    type: Literal["sigmoid"]
 
 
 class LRN(Layer):
     type: Literal["lrn"]
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "normalisation"
     size: PosInt = Field(5, description="n: channels in the window")
     alpha: PosFloat = 1e-4
     beta: PosFloat = 0.75
@@ -180,6 +206,8 @@ LRN_WINDOWS: dict[str, Callable[[int], tuple[int, int]]] = {
 
 
 class Pool(Layer):
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "pooling"
     kernel: Window
     stride: Window | None = Field(None, description="default: the kernel (no overlap)")
     padding: Padding = (0, 0)
@@ -196,16 +224,22 @@ class AvgPool(Pool):
 
 class AdaptiveAvgPool(Layer):
     type: Literal["adaptive_avgpool"]
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "pooling"
     output_size: Window
 
 
 class Dropout(Layer):
     type: Literal["dropout"]
+    keeps_width: ClassVar[bool] = True
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "dropout"
     p: Annotated[float, Field(ge=0, lt=1)] = 0.5
 
 
 class Flatten(Layer):
     type: Literal["flatten"]
+    folds: ClassVar[bool] = True
 
 
 class Concat(Layer):
@@ -220,6 +254,9 @@ class Add(Layer):
 
 class BatchNorm(Layer):
     type: Literal["batchnorm"]
+    keeps_width: ClassVar[bool] = True
+    folds: ClassVar[bool] = True
+    kind: ClassVar[str] = "normalisation"
     eps: PosFloat = 1e-5
     momentum: Annotated[float, Field(ge=0, le=1)] = 0.1
 
@@ -229,6 +266,8 @@ LAYER_MODELS: tuple[type[Layer], ...] = (
     Linear,
     ReLU,
     Tanh,
+    GELU,
+    Sigmoid,
     LRN,
     MaxPool,
     AvgPool,
@@ -248,6 +287,8 @@ AnyLayer = Annotated[
     | Linear
     | ReLU
     | Tanh
+    | GELU
+    | Sigmoid
     | LRN
     | MaxPool
     | AvgPool

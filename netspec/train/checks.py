@@ -20,8 +20,6 @@ from netspec.train.augment import needs_stats
 from netspec.train.data import Data, open_data
 from netspec.train.store import Stale
 
-SAME_WIDTH = frozenset({"relu", "tanh", "dropout", "batchnorm"})  # pass a vector through
-
 
 def check_data_fits(
     spec: Spec, folder: Path, classes: list[str], graph: NetGraph | None = None
@@ -50,7 +48,7 @@ def _class_count_fix(graph: NetGraph, count: int) -> str:
 def _width_source(graph: NetGraph, node: Node) -> Node:
     """The layer that decides how wide `node`'s vector is: itself, or the layer before a
     chain of activations, dropout and batchnorm."""
-    while node.type in SAME_WIDTH:
+    while node.layer is not None and node.layer.keeps_width:
         (source,) = graph.inputs_of(node.name)
         node = graph.node(source)
     return node

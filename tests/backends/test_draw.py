@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from netspec.backends import diagram, diagram_style
+from netspec.backends import diagram
 
 from netspec import build_graph, load_spec
 from netspec.cli import main
-from netspec.spec.layers import LAYER_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "specs" / "alexnet.yaml"
@@ -143,12 +142,6 @@ def expected_shape(graph, src: str, dst: str) -> str:
     if graph.node(src).split and len(graph.net.device_groups) > 1:
         shape = (shape[0] // len(graph.net.device_groups), *shape[1:])
     return "×".join(map(str, shape))
-
-
-def test_every_layer_type_has_a_style_and_a_description():
-    types = {*LAYER_TYPES, "input"}
-    assert set(diagram_style.KINDS) == types
-    assert set(diagram_style.DESCRIBE) == types
 
 
 @pytest.mark.parametrize("compact", [False, True])

@@ -9,6 +9,7 @@ Paths in the file are relative to the file.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from netspec.errors import Problem, SpecError
+from netspec.errors import Problem, SpecError, UsageError
 from netspec.spec.document import Document, read_yaml
 from netspec.spec.model import Spec, load_spec, validate_as
 from netspec.spec.settings import Strict
 
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names become folder names
 SET_BY_THE_STUDY = {"train.seed": "seeds", "train.epochs": "epochs"}
+MAX_SEEDS = 1000  # per variant: more is a typo, and a count becomes a list of that length
+SEED_LIMIT = 2**63  # train.seed is below it
 
 
 def _overrides(items: list[str]) -> list[str]:
@@ -38,11 +41,21 @@ def _overrides(items: list[str]) -> list[str]:
     return items
 
 
-def _distinct(seeds: int | list[int]) -> int | list[int]:
-    if isinstance(seeds, list):
-        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-        if repeated:
-            raise ValueError(f"lists seed {', '.join(map(str, repeated))} more than once")
+def check_seeds(seeds: int | list[int]) -> int | list[int]:
+    """The study file's `seeds` and the command line's `--seeds` alike: a count is checked
+    before the list it stands for is made, a list holds distinct seeds train.seed takes."""
+    if isinstance(seeds, int):
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ValueError(f"must be a count from 1 to {MAX_SEEDS}, or a list, got {seeds}")
+        return seeds
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise ValueError(f"must list 1 to {MAX_SEEDS} seeds, got {len(seeds)}")
+    outside = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if outside:
+        raise ValueError(f"lists seed {outside[0]}; a seed is from 0 to 2**63 - 1")
+    repeated = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if repeated:
+        raise ValueError(f"lists seed {', '.join(map(str, repeated))} more than once")
     return seeds
 
 
@@ -62,8 +75,8 @@ class Study(Strict):
     )
     seeds: Annotated[
         Annotated[int, Field(ge=1)] | Annotated[list[int], Field(min_length=1)],
-        AfterValidator(_distinct),
-    ] = Field(3, description="a count (seeds 0, 1, …) or a list of seeds")
+        AfterValidator(check_seeds),
+    ] = Field(3, description=f"a count (seeds 0, 1, …) or a list of seeds; at most {MAX_SEEDS}")
     target_train_error: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.25, description="report the epochs each run takes to reach this training error"
     )
@@ -123,7 +136,7 @@ def load_study(
         if data != "shapes" and not Path(data).is_dir():
             message = f"data folder {data} not found; give 'shapes' or a folder with train/, val/"
             raise SpecError([Problem(doc.where(("data",)), message)])
-    chosen = seeds if seeds is not None else study.seeds
+    chosen = study.seeds if seeds is None else _command_line_seeds(seeds)
     return Plan(
         study=study,
         path=Path(path),
@@ -133,6 +146,13 @@ def load_study(
         seeds=list(range(chosen)) if isinstance(chosen, int) else list(chosen),
         out=Path(out) if out is not None else Path("runs") / f"ablate-{study.name}",
     )
+
+
+def _command_line_seeds(seeds: Sequence[int] | int) -> int | list[int]:
+    try:
+        return check_seeds(seeds if isinstance(seeds, int) else list(seeds))
+    except ValueError as exc:
+        raise UsageError(f"--seeds {exc}") from None
 
 
 def _check_variants(doc: Document, study: Study, spec_path: Path) -> Spec:

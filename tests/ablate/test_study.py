@@ -168,3 +168,37 @@ def test_cli_prints_located_lines_and_exits_2(tmp_path, capsys):
 def test_cli_bad_flags(tmp_path, capsys, flags, message):
     assert main(["ablate", str(write(tmp_path, GOOD)), *flags]) == 2
     assert capsys.readouterr().err.splitlines() == [message]
+
+
+def test_seeds_are_bounded_before_the_list_is_made(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    assert main(["ablate", str(path), "--seeds", "1000000000000"]) == 2  # 8 TB as a list
+    assert capsys.readouterr().err.splitlines() == [
+        "netspec ablate: --seeds must be a count from 1 to 1000, or a list, got 1000000000000"
+    ]
+    (line,) = problems(tmp_path, GOOD.replace("seeds: 2", "seeds: 1000000000000"))
+    assert line == (
+        f"{path}:5:8: seeds must be a count from 1 to 1000, or a list, got 1000000000000"
+    )
+    listed = ", ".join(map(str, range(1001)))
+    (line,) = problems(tmp_path, GOOD.replace("seeds: 2", f"seeds: [{listed}]"))
+    assert line == f"{path}:5:8: seeds must list 1 to 1000 seeds, got 1001"
+    assert load_study(write(tmp_path, GOOD), seeds=1000).seeds == list(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("1,1", "--seeds lists seed 1 more than once"),
+        ("3,5,3,5,7", "--seeds lists seed 3, 5 more than once"),
+        ("-1,2", "--seeds lists seed -1; a seed is from 0 to 2**63 - 1"),
+        (f"0,{2**63}", f"--seeds lists seed {2**63}; a seed is from 0 to 2**63 - 1"),
+    ],
+)
+def test_command_line_seeds_are_held_to_the_study_files_rules(tmp_path, capsys, flag, message):
+    out = tmp_path / "out"
+    assert main(["ablate", str(write(tmp_path, GOOD)), f"--seeds={flag}", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"netspec ablate: {message}"]
+    assert not out.exists()
+    (line,) = problems(tmp_path, GOOD.replace("seeds: 2", f"seeds: [{flag}]"))
+    assert line == f"{tmp_path / 'study.yaml'}:5:8: seeds {message.removeprefix('--seeds ')}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from netspec.ablate import plot
 from netspec.ablate.results import read_result, write_csv
 from netspec.ablate.runs import Job, Runner, State, jobs_of, state_of, thread_env
-from netspec.ablate.study import Plan, load_study
+from netspec.ablate.study import OUTPUTS, Plan, load_study
 from netspec.ablate.summary import write_summary
 from netspec.errors import UsageError
 from netspec.outputs import check_folder
@@ -97,9 +97,10 @@ def _report(plan: Plan, jobs: list[Job]) -> None:
     target = plan.study.target_train_error
     results = [read_result(job, plan.epochs, target) for job in jobs]
     plan.out.mkdir(parents=True, exist_ok=True)
-    write_csv(results, plan.out / "results.csv")
-    write_summary(plan, results, plan.out / "summary.md")
+    csv, summary, curves = (plan.out / name for name in OUTPUTS)
+    write_csv(results, csv)
+    write_summary(plan, results, summary)
     title = f"{plan.study.name} on {Path(plan.data).name}"
-    plot.draw(results, list(plan.study.variants), target, title, plan.out / "curves.png")
-    for name in ("results.csv", "summary.md", "curves.png"):
-        print(f"wrote {plan.out / name}")
+    plot.draw(results, list(plan.study.variants), target, title, curves)
+    for path in (csv, summary, curves):
+        print(f"wrote {path}")

@@ -24,6 +24,7 @@ from netspec.spec.settings import Strict
 
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names become folder names
 SET_BY_THE_STUDY = {"train.seed": "seeds", "train.epochs": "epochs"}
+OUTPUTS = ("results.csv", "summary.md", "curves.png")  # beside the variants' folders
 MAX_SEEDS = 1000  # per variant: more is a typo, and a count becomes a list of that length
 SEED_LIMIT = 2**63  # train.seed is below it
 
@@ -59,8 +60,18 @@ def check_seeds(seeds: int | list[int]) -> int | list[int]:
     return seeds
 
 
+def _not_an_output(name: str) -> str:
+    """A variant's folder sits beside the files the study writes, so it must not be one."""
+    if name.lower() in OUTPUTS:
+        raise ValueError(
+            f"is the name of a file the study writes beside the variants' folders "
+            f"({', '.join(OUTPUTS)}): rename the variant"
+        )
+    return name
+
+
 Overrides = Annotated[list[str], AfterValidator(_overrides)]
-VariantName = Annotated[str, Field(pattern=FOLDER_NAME)]
+VariantName = Annotated[str, Field(pattern=FOLDER_NAME), AfterValidator(_not_an_output)]
 
 
 class Study(Strict):

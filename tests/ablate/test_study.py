@@ -202,3 +202,14 @@ def test_command_line_seeds_are_held_to_the_study_files_rules(tmp_path, capsys, 
     assert not out.exists()
     (line,) = problems(tmp_path, GOOD.replace("seeds: 2", f"seeds: [{flag}]"))
     assert line == f"{tmp_path / 'study.yaml'}:5:8: seeds {message.removeprefix('--seeds ')}"
+
+
+@pytest.mark.parametrize("name", ["results.csv", "summary.md", "curves.png", "Results.CSV"])
+def test_a_variant_named_like_an_output_file_is_refused(tmp_path, capsys, name):
+    path, out = write(tmp_path, GOOD.replace("no-lrn:", f"{name}:")), tmp_path / "out"
+    assert main(["ablate", str(path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:8:{len(name) + 5}: variants.{name} is the name of a file the study writes "
+        "beside the variants' folders (results.csv, summary.md, curves.png): rename the variant"
+    ]
+    assert not out.exists()

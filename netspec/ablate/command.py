@@ -13,10 +13,10 @@ from netspec.ablate.results import read_result, write_csv
 from netspec.ablate.runs import Job, Runner, State, jobs_of, state_of, thread_env
 from netspec.ablate.study import OUTPUTS, Plan, load_study
 from netspec.ablate.summary import write_summary
-from netspec.errors import UsageError
+from netspec.errors import Problem, SpecError, UsageError
 from netspec.outputs import check_folder
 from netspec.spec.model import load_spec
-from netspec.train.checks import check_data_fits, check_sizes
+from netspec.train.checks import check_data_fits, check_sizes, check_workers
 from netspec.train.data import open_data, resolve_data_dir
 
 
@@ -51,14 +51,14 @@ def run_ablate(args: argparse.Namespace) -> int:
         for outcome in failed:
             if outcome.code == 2:
                 log = outcome.job.folder / "train.log"
-                raise UsageError(f"{outcome.job.label}: {outcome.message} (see {log})")
+                raise UsageError(f"variant {outcome.job.label}: {outcome.message} (see {log})")
     else:
         failed = []
     _report(plan, jobs)
     print(f"study took {time.perf_counter() - began:.0f} s of wall time")
     for outcome in failed:
         print(
-            f"netspec ablate: {outcome.job.label} failed (exit status {outcome.code}: "
+            f"netspec ablate: variant {outcome.job.label} failed (exit status {outcome.code}: "
             f"{outcome.message}); "
             f"see {outcome.job.folder / 'train.log'}",
             file=sys.stderr,
@@ -84,13 +84,21 @@ def _n(count: int, noun: str) -> str:
 
 
 def _check_data(plan: Plan, data: str, allow_stale: bool) -> None:
-    """Each variant fits the data, checked (and the statistics fitted) once, before any run."""
+    """Each variant fits the data and the machine, checked (and the statistics fitted) once,
+    before any run; a mistake names the variant."""
     root = resolve_data_dir(data)
     for variant in plan.study.variants:
-        spec = load_spec(plan.spec_path, plan.overrides(variant))
-        check_sizes(spec)
-        found = open_data(root, spec.data, stale="allow" if allow_stale else "refuse")
-        check_data_fits(spec, found.train_set.where, found.classes)
+        try:
+            spec = load_spec(plan.spec_path, plan.overrides(variant))
+            check_sizes(spec)
+            check_workers(spec)
+            found = open_data(root, spec.data, stale="allow" if allow_stale else "refuse")
+            check_data_fits(spec, found.train_set.where, found.classes)
+        except SpecError as exc:
+            problems = [plan.in_variant(variant, p) for p in exc.problems]
+            raise SpecError(problems, exc.warnings) from None
+        except UsageError as exc:
+            raise UsageError(str(plan.in_variant(variant, Problem("", str(exc))))) from None
 
 
 def _report(plan: Plan, jobs: list[Job]) -> None:

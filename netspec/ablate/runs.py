@@ -22,7 +22,7 @@ from typing import Literal
 
 import yaml
 
-from netspec.ablate.study import Plan
+from netspec.ablate.study import Plan, study_terms
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 from netspec.spec.model import load_spec
@@ -163,7 +163,7 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
             ).returncode
-        last = _last_line(job.folder / LOG)
+        last = study_terms(_last_line(job.folder / LOG).removeprefix("netspec train: "))
         outcome = Outcome(job, "finished")
         if code == 1 and DIVERGED in last:
             outcome = Outcome(job, "diverged", last)

@@ -9,9 +9,10 @@ Paths in the file are relative to the file.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -107,6 +108,7 @@ class Plan:
     epochs: int
     seeds: list[int]
     out: Path
+    doc: Document | None = field(default=None, compare=False, repr=False)  # the study file
 
     @property
     def baseline(self) -> str:
@@ -114,6 +116,13 @@ class Plan:
 
     def overrides(self, variant: str) -> list[str]:
         return self.study.variants[variant]
+
+    def in_variant(self, variant: str, problem: Problem) -> Problem:
+        """A problem found in a variant's spec, in the study's terms; it names the variant
+        when the variant's overrides may have caused it."""
+        if not self.overrides(variant):  # the spec's own, or the data's
+            return Problem(problem.where, study_terms(problem.message), problem.context)
+        return _in_study(self.doc, variant, self.overrides(variant), problem)
 
 
 def load_study(
@@ -156,6 +165,7 @@ def load_study(
         epochs=epochs or study.epochs or base.train.epochs,
         seeds=list(range(chosen)) if isinstance(chosen, int) else list(chosen),
         out=Path(out) if out is not None else Path("runs") / f"ablate-{study.name}",
+        doc=doc,
     )
 
 
@@ -184,11 +194,29 @@ def _check_variants(doc: Document, study: Study, spec_path: Path) -> Spec:
     return base
 
 
-def _in_study(doc: Document, variant: str, overrides: list[str], problem: Problem) -> Problem:
+def _in_study(
+    doc: Document | None, variant: str, overrides: list[str], problem: Problem
+) -> Problem:
     """A problem an override caused, moved to that override's line in the study file."""
     where = problem.where
     for k, text in enumerate(overrides):
-        if where == f"--set {text}":
+        if doc is not None and where == f"--set {text}":
             where = doc.where(("variants", variant, k))
     context = f"variant {variant}" + (f": {problem.context}" if problem.context else "")
-    return Problem(where, problem.message, context)
+    return Problem(where, study_terms(problem.message), context)
+
+
+TRAIN_FLAGS = [  # what netspec train's advice names, and where a study says it
+    (re.compile(r"--set (\S+)"), r"the override \1"),
+    (re.compile(r"--workers (\d+)"), r"the override data.workers=\1"),
+    (re.compile(r"--batch-size (\d+)"), r"the override train.batch_size=\1"),
+    (re.compile(r"--batch-size\b"), "train.batch_size"),
+]
+
+
+def study_terms(message: str) -> str:
+    """netspec train's advice as a study takes it: ablate has no --set, --workers or
+    --batch-size; a variant's overrides are where those settings go."""
+    for flag, override in TRAIN_FLAGS:
+        message = flag.sub(override, message)
+    return message

@@ -144,3 +144,35 @@ def test_thread_share(monkeypatch):
     assert runs.thread_env(cores * 4)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice stands
     assert runs.thread_env(2)["OMP_NUM_THREADS"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "classes=8",
+            "{train} has 10 classes (checkerboard, circle, cross, dots, hstripes, …) but the "
+            "spec's output has 8 units: add the override classes=10",
+        ),
+        (
+            "data.workers=100000",
+            "data.workers is 100000, but this machine has {cores} CPU cores: use at most "
+            "{limit} (8 per core), e.g. the override data.workers={workers}",
+        ),
+    ],
+)
+def test_a_variants_mistake_names_it_and_advises_an_override(
+    tmp_path, capsys, monkeypatch, override, message
+):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+    data = ensure_shapes(tmp_path / "data", seed=3, size=32, train_per_class=1, val_per_class=1)
+    study, out = tmp_path / "study.yaml", tmp_path / "out"
+    study.write_text(
+        f"name: s\nspec: {TINY}\ndata: {data}\nseeds: 1\n"
+        f"variants:\n  baseline: []\n  odd: [{override}]\n"
+    )
+    assert main(["ablate", str(study), "--out", str(out)]) == 2
+    cores = os.cpu_count() or 1
+    said = message.format(train=data / "train", cores=cores, limit=8 * cores, workers=min(cores, 8))
+    assert capsys.readouterr().err.splitlines() == [f"netspec ablate: variant odd: {said}"]
+    assert not out.exists()  # refused before any run folder was made

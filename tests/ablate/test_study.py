@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netspec.ablate.study import load_study
+from netspec.ablate.study import load_study, study_terms
 from netspec.cli import main
 from netspec.errors import SpecError
 from tests.conftest import ROOT
@@ -126,7 +126,7 @@ def test_a_removal_that_breaks_a_shape_names_the_variant_and_the_override(tmp_pa
     assert line == (
         f"{tmp_path / 'net.yaml'}:15:5: variant no-lrn: layers[6] (fc): in_features is 392, "
         "but 'drop' gives 8×14×14 = 1568; set in_features: 1568 or change the layers before "
-        "it (upstream of it, --set layers.pool1=null removed 'pool1')"
+        "it (upstream of it, the override layers.pool1=null removed 'pool1')"
     )
 
 
@@ -213,3 +213,29 @@ def test_a_variant_named_like_an_output_file_is_refused(tmp_path, capsys, name):
         "beside the variants' folders (results.csv, summary.md, curves.png): rename the variant"
     ]
     assert not out.exists()
+
+
+# netspec train's advice (netspec/train), and what ablate says instead
+ADVICE = {
+    "Try a lower learning rate, e.g. --set train.lr=0.002": (
+        "Try a lower learning rate, e.g. the override train.lr=0.002"
+    ),
+    "pack again with --resize 224, or train with --set data.resize=256": (
+        "pack again with --resize 224, or train with the override data.resize=256"
+    ),
+    "add --set classes=7": "add the override classes=7",
+    "use at most 16 (8 per core), e.g. --workers 2": (
+        "use at most 16 (8 per core), e.g. the override data.workers=2"
+    ),
+    "lower --batch-size, data.resize or the layers' sizes": (
+        "lower train.batch_size, data.resize or the layers' sizes"
+    ),
+    "fewer than one batch (128): lower --batch-size": (
+        "fewer than one batch (128): lower train.batch_size"
+    ),
+}
+
+
+@pytest.mark.parametrize(("advice", "in_a_study"), ADVICE.items())
+def test_trains_advice_is_given_as_overrides(advice, in_a_study):
+    assert study_terms(advice) == in_a_study

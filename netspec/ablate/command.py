@@ -4,8 +4,12 @@ curves.png into the study's folder."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from netspec.ablate import plot
@@ -19,6 +23,8 @@ from netspec.spec.model import load_spec
 from netspec.train.checks import check_data_fits, check_sizes, check_workers
 from netspec.train.data import open_data, resolve_data_dir
 
+LOCK = ".lock"  # in the study's folder, held by the one netspec ablate working in it
+
 
 def run_ablate(args: argparse.Namespace) -> int:
     began = time.perf_counter()
@@ -31,30 +37,30 @@ def run_ablate(args: argparse.Namespace) -> int:
     plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out, args.target)
     check_folder(plan.out)  # the default, runs/ablate-<name>, too (netspec.cli checks --out)
     data = plan.data if plan.data == "shapes" else str(Path(plan.data).resolve())
-    jobs = jobs_of(plan)
-    states = [(job, state_of(plan, job, data)) for job in jobs]
-    todo = [(job, state) for job, state in states if state in ("new", "resume")]
-    _say_plan(plan, states, args.jobs)
-    if todo:
-        _check_data(plan, data, args.allow_stale)
-        flags = ["--allow-stale"] if args.allow_stale else []
-        try:
-            outcomes = Runner(plan, data, args.jobs, flags).run(todo)
-        except KeyboardInterrupt:
-            print(
-                "\nnetspec ablate: interrupted; the runs keep their last finished epoch: "
-                "run the same command again to carry on",
-                file=sys.stderr,
-            )
-            return 130
-        failed = [o for o in outcomes if o.status == "failed"]
-        for outcome in failed:
-            if outcome.code == 2:
-                log = outcome.job.folder / "train.log"
-                raise UsageError(f"variant {outcome.job.label}: {outcome.message} (see {log})")
-    else:
+    with holding(plan.out):
+        jobs = jobs_of(plan)
+        states = [(job, state_of(plan, job, data)) for job in jobs]
+        todo = [(job, state) for job, state in states if state in ("new", "resume")]
+        _say_plan(plan, states, args.jobs)
         failed = []
-    _report(plan, jobs)
+        if todo:
+            _check_data(plan, data, args.allow_stale)
+            flags = ["--allow-stale"] if args.allow_stale else []
+            try:
+                outcomes = Runner(plan, data, args.jobs, flags).run(todo)
+            except KeyboardInterrupt:
+                print(
+                    "\nnetspec ablate: interrupted; the runs keep their last finished epoch: "
+                    "run the same command again to carry on",
+                    file=sys.stderr,
+                )
+                return 130
+            failed = [o for o in outcomes if o.status == "failed"]
+            for outcome in failed:
+                if outcome.code == 2:
+                    log = outcome.job.folder / "train.log"
+                    raise UsageError(f"variant {outcome.job.label}: {outcome.message} (see {log})")
+        _report(plan, jobs)
     print(f"study took {time.perf_counter() - began:.0f} s of wall time")
     for outcome in failed:
         print(
@@ -64,6 +70,45 @@ def run_ablate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def holding(out: Path) -> Iterator[None]:
+    """The study's folder, held by this process while it reads and trains the runs: a second
+    netspec ablate into it is refused at once, before it reads runs another is writing. The
+    lock (flock) dies with the process, however it ends; a folder this call made and nothing
+    was written into is removed again."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out}: cannot write the study's folder there ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise UsageError(
+                f"{out} is in use by another netspec ablate{pid}: wait for it to finish, "
+                "or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                if [p.name for p in out.iterdir()] == [LOCK]:
+                    (out / LOCK).unlink()
+                    out.rmdir()
 
 
 def _say_plan(plan: Plan, states: list[tuple[Job, State]], jobs: int) -> None:
@@ -104,7 +149,6 @@ def _check_data(plan: Plan, data: str, allow_stale: bool) -> None:
 def _report(plan: Plan, jobs: list[Job]) -> None:
     target = plan.study.target_train_error
     results = [read_result(job, plan.epochs, target) for job in jobs]
-    plan.out.mkdir(parents=True, exist_ok=True)
     csv, summary, curves = (plan.out / name for name in OUTPUTS)
     write_csv(results, csv)
     write_summary(plan, results, summary)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netspec.ablate import runs
+from netspec.ablate.command import holding
 from netspec.ablate.study import load_study
 from netspec.cli import main
 from netspec.spec.model import load_spec
@@ -176,3 +177,15 @@ def test_a_variants_mistake_names_it_and_advises_an_override(
     said = message.format(train=data / "train", cores=cores, limit=8 * cores, workers=min(cores, 8))
     assert capsys.readouterr().err.splitlines() == [f"netspec ablate: variant odd: {said}"]
     assert not out.exists()  # refused before any run folder was made
+
+
+def test_two_ablates_into_one_out_report_the_lock(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    study, out = study_file(tmp_path, tmp_path / "data"), tmp_path / "out"
+    with holding(out):  # as another netspec ablate, this process, holds it
+        assert main(["ablate", str(study), "--out", str(out)]) == 2
+        assert [p.name for p in out.iterdir()] == [".lock"]  # no run folder was made
+    assert capsys.readouterr().err.splitlines() == [
+        f"netspec ablate: {out} is in use by another netspec ablate (pid {os.getpid()}): "
+        "wait for it to finish, or choose another --out"
+    ]

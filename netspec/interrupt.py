@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -101,3 +101,29 @@ def die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def killed_with_this_process() -> Callable[[], None]:
+    """A `preexec_fn` for subprocess.Popen: the child is killed (SIGKILL) when this process
+    dies, however it dies (kill -9 included), so that no child outlives its command; Linux only.
+
+    The kernel sends the signal when the thread that started the child ends, so a child must
+    be started from a thread that outlives it (the main thread). libc's prctl is looked up
+    here, in the parent: between fork and exec the child only makes system calls, and takes
+    no lock (an import, a dlopen) that another thread of the parent may have held at the fork.
+    """
+    parent = os.getpid()
+    prctl = None
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    kill = int(signal.SIGKILL)
+
+    def in_child() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, kill)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return in_child

@@ -14,16 +14,18 @@ from pathlib import Path
 
 from netspec.ablate import plot
 from netspec.ablate.results import read_result, write_csv
-from netspec.ablate.runs import Job, Runner, State, jobs_of, state_of, thread_env
+from netspec.ablate.runs import LOG, Job, Outcome, Runner, State, jobs_of, state_of, thread_env
 from netspec.ablate.study import OUTPUTS, Plan, load_study
 from netspec.ablate.summary import write_summary
 from netspec.errors import Problem, SpecError, UsageError
+from netspec.interrupt import describe, exit_status
 from netspec.outputs import check_folder
 from netspec.spec.model import load_spec
 from netspec.train.checks import check_data_fits, check_sizes, check_workers
 from netspec.train.data import open_data, resolve_data_dir
 
 LOCK = ".lock"  # in the study's folder, held by the one netspec ablate working in it
+CARRY_ON = "run the same command again to carry on"
 
 
 def run_ablate(args: argparse.Namespace) -> int:
@@ -42,34 +44,35 @@ def run_ablate(args: argparse.Namespace) -> int:
         states = [(job, state_of(plan, job, data)) for job in jobs]
         todo = [(job, state) for job, state in states if state in ("new", "resume")]
         _say_plan(plan, states, args.jobs)
-        failed = []
+        outcomes: list[Outcome] = []
         if todo:
             _check_data(plan, data, args.allow_stale)
             flags = ["--allow-stale"] if args.allow_stale else []
             try:
                 outcomes = Runner(plan, data, args.jobs, flags).run(todo)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 print(
-                    "\nnetspec ablate: interrupted; the runs keep their last finished epoch: "
-                    "run the same command again to carry on",
+                    f"\nnetspec ablate: {describe(exc)}; each run keeps its last finished "
+                    f"epoch: {CARRY_ON}",
                     file=sys.stderr,
                 )
-                return 130
-            failed = [o for o in outcomes if o.status == "failed"]
-            for outcome in failed:
-                if outcome.code == 2:
-                    log = outcome.job.folder / "train.log"
-                    raise UsageError(f"variant {outcome.job.label}: {outcome.message} (see {log})")
+                return exit_status(exc)
+        for outcome in outcomes:
+            if outcome.status == "failed" and outcome.code == 2:
+                raise UsageError(
+                    f"variant {outcome.job.label}: {outcome.message} "
+                    f"(see {outcome.job.folder / LOG})"
+                )
         _report(plan, jobs)
     print(f"study took {time.perf_counter() - began:.0f} s of wall time")
-    for outcome in failed:
-        print(
-            f"netspec ablate: variant {outcome.job.label} failed (exit status {outcome.code}: "
-            f"{outcome.message}); "
-            f"see {outcome.job.folder / 'train.log'}",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
+    unfinished = [o for o in outcomes if o.status in ("failed", "interrupted")]
+    for o in unfinished:
+        if o.status == "failed":
+            said = f"exit status {o.code}: {o.message}; see {o.job.folder / LOG}"
+        else:  # someone stopped the run itself
+            said = f"it was stopped (exit status {o.code}); {CARRY_ON}"
+        print(f"netspec ablate: variant {o.job.label} did not finish: {said}", file=sys.stderr)
+    return 1 if unfinished else 0
 
 
 @contextlib.contextmanager

@@ -8,14 +8,14 @@ left alone, a run with a `last.pt` short of its epochs is resumed, the rest star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +25,13 @@ import yaml
 from netspec.ablate.study import Plan, study_terms
 from netspec.atomic import atomic_write
 from netspec.errors import UsageError
+from netspec.interrupt import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    deferred,
+    killed_with_this_process,
+)
 from netspec.spec.model import load_spec
 from netspec.train.runfolder import RunFolder, changed_keys, spec_yaml
 
@@ -33,6 +40,10 @@ STATUS = "ablate.json"  # beside the run's own files: the data it used, and whet
 LOG = "train.log"  # what `netspec train` printed
 DIVERGED = "the loss is"  # in the line `netspec train` ends a run with a non-finite loss on
 MAY_DIFFER = {"data.workers"}  # between a run folder's spec and the study's: same results
+# netspec train's exit status after Ctrl-C or SIGTERM, and death by either before it handled it
+STOPPED = {EXIT_INTERRUPTED, EXIT_TERMINATED, -signal.SIGINT, -signal.SIGTERM}
+GRACE = 30.0  # seconds a stopped run has to save interrupted.pt and exit before it is killed
+POLL = 0.1  # seconds between looks at the running processes
 
 
 @dataclass(frozen=True)
@@ -120,8 +131,23 @@ class Outcome:
     code: int = 0  # netspec train's exit status; 2: a mistake every run would repeat
 
 
+@dataclass
+class _Running:
+    job: Job
+    process: subprocess.Popen
+    began: float
+
+
 class Runner:
-    """Runs jobs `jobs` at a time; Ctrl-C stops starting new ones (each run keeps last.pt)."""
+    """Runs jobs `jobs` at a time, each a `netspec train` process.
+
+    The processes are this one's alone to stop: each is in a process group of its own (a
+    Ctrl-C in the terminal reaches only this process) and is killed by the kernel if this
+    process dies. A Ctrl-C or SIGTERM here is passed on to each run once (see `halt`), so
+    that it saves interrupted.pt and exits as a `netspec train` does; last.pt stays its
+    resume point. They are started and waited for from the thread that calls `run`, which
+    outlives them: the kernel's parent-death signal follows the thread that started a child.
+    """
 
     def __init__(
         self,
@@ -134,53 +160,81 @@ class Runner:
         self.plan, self.data, self.jobs, self.log = plan, data, jobs, log
         self.flags = flags
         self.env = thread_env(jobs)
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
+        self.mistaken = False  # a run exited with status 2: the others would repeat it
         self.done = 0
 
     def run(self, todo: Sequence[tuple[Job, State]]) -> list[Outcome]:
         self.total = len(todo)
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self.one, job, state) for job, state in todo]
-            try:
-                return [f.result() for f in futures]
-            except KeyboardInterrupt:
-                self.stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        waiting = list(reversed(todo))
+        running: list[_Running] = []
+        outcomes: dict[Job, Outcome] = {}
+        try:
+            while running or (waiting and not self.mistaken):
+                while waiting and not self.mistaken and len(running) < self.jobs:
+                    with deferred():  # a signal now is raised once the process is in `running`
+                        running.append(self.start(*waiting.pop()))
+                for run in [r for r in running if r.process.poll() is not None]:
+                    running.remove(run)
+                    outcomes[run.job] = self.finish(run, halted=False)
+                time.sleep(POLL)
+        except KeyboardInterrupt as exc:
+            outcomes.update((o.job, o) for o in self.halt(running, exc))
+            raise
+        except BaseException:
+            for run in running:
+                run.process.kill()
+            raise
+        return [outcomes.get(job, Outcome(job, "skipped")) for job, _ in todo]
 
-    def one(self, job: Job, state: State) -> Outcome:
-        if self.stop.is_set():
-            return Outcome(job, "skipped")
+    def start(self, job: Job, state: State) -> _Running:
         job.folder.mkdir(parents=True, exist_ok=True)
         self.mark(job, "running")
-        began = time.perf_counter()
         with open(job.folder / LOG, "a") as log:
-            code = subprocess.run(
+            process = subprocess.Popen(
                 command(self.plan, job, self.data, state == "resume", self.flags),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
-            ).returncode
+                process_group=0,
+                preexec_fn=killed_with_this_process(),
+            )
+        return _Running(job, process, time.perf_counter())
+
+    def halt(self, running: list[_Running], exc: KeyboardInterrupt) -> list[Outcome]:
+        """Pass the signal on to the running processes, give them GRACE seconds to save and
+        exit, and kill the rest; a second Ctrl-C or SIGTERM kills them at once."""
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        for run in running:
+            run.process.send_signal(signum)  # none to a process already waited for
+        deadline = time.monotonic() + GRACE
+        with contextlib.suppress(KeyboardInterrupt):
+            for run in running:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    run.process.wait(max(0.0, deadline - time.monotonic()))
+        for run in running:
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait()
+        return [self.finish(run, halted=True) for run in running]
+
+    def finish(self, run: _Running, halted: bool) -> Outcome:
+        """The outcome of a run whose process has exited; `halted`: this process stopped it."""
+        job, code = run.job, run.process.returncode
         last = study_terms(_last_line(job.folder / LOG).removeprefix("netspec train: "))
         outcome = Outcome(job, "finished")
         if code == 1 and DIVERGED in last:
             outcome = Outcome(job, "diverged", last)
-        elif code == 130:
-            outcome = Outcome(job, "interrupted", last)
+        elif code in STOPPED or (halted and code == -signal.SIGKILL):
+            outcome = Outcome(job, "interrupted", code=code)
         elif code:
             outcome = Outcome(job, "failed", last, code)
-            if code == 2:  # the user's mistake, not this run's bad luck: stop the study
-                self.stop.set()
+            self.mistaken = self.mistaken or code == 2  # the user's, not this run's bad luck
         self.mark(job, outcome.status)
-        with self.lock:
-            self.done += 1
-            took = time.perf_counter() - began
-            said = f": {outcome.message}" if outcome.message else ""
-            self.log(
-                f"[{self.done}/{self.total}] {job.label}: {outcome.status} in {took:.0f} s{said}"
-            )
+        self.done += 1
+        took = time.perf_counter() - run.began
+        said = f": {outcome.message}" if outcome.message else ""
+        self.log(f"[{self.done}/{self.total}] {job.label}: {outcome.status} in {took:.0f} s{said}")
         return outcome
 
     def mark(self, job: Job, status: str) -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,7 +92,7 @@ def test_study_trains_reports_skips_and_resumes(tmp_path, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError(f"a rerun started {args}")
 
-    monkeypatch.setattr(runs.subprocess, "run", no_training)
+    monkeypatch.setattr(runs.subprocess, "Popen", no_training)
     assert main(["ablate", str(study), "--out", str(out), "--jobs", "2"]) == 0
     assert "0 to train, 0 to resume, 3 done" in capsys.readouterr().out
     assert files(out) == before
@@ -189,3 +192,68 @@ def test_two_ablates_into_one_out_report_the_lock(tmp_path, capsys):
         f"netspec ablate: {out} is in use by another netspec ablate (pid {os.getpid()}): "
         "wait for it to finish, or choose another --out"
     ]
+
+
+@pytest.mark.parametrize(
+    ("code", "halted", "last", "status", "message"),
+    [
+        (130, False, "netspec train: interrupted; …", "interrupted", ""),
+        (143, False, "netspec train: terminated (SIGTERM); …", "interrupted", ""),
+        (-signal.SIGKILL, True, "epoch 2/9 …", "interrupted", ""),  # killed after GRACE
+        (-signal.SIGKILL, False, "epoch 2/9 …", "failed", "epoch 2/9 …"),  # the OOM killer
+        (
+            1,
+            False,
+            "netspec train: epoch 1, step 3: the loss is nan; stopped. Last good checkpoint: "
+            "none yet. Try a lower learning rate, e.g. --set train.lr=0.1",
+            "diverged",
+            "epoch 1, step 3: the loss is nan; stopped. Last good checkpoint: none yet. "
+            "Try a lower learning rate, e.g. the override train.lr=0.1",
+        ),
+        (
+            2,
+            False,
+            "netspec train: data.workers is 99, but this machine has 2 CPU cores: use at most "
+            "16 (8 per core), e.g. --workers 2",
+            "failed",
+            "data.workers is 99, but this machine has 2 CPU cores: use at most 16 (8 per core), "
+            "e.g. the override data.workers=2",
+        ),
+    ],
+)
+def test_a_stopped_run_is_interrupted_not_failed(tmp_path, code, halted, last, status, message):
+    (tmp_path / "data").mkdir()
+    plan = load_study(study_file(tmp_path, tmp_path / "data"), out=tmp_path / "out")
+    job = runs.jobs_of(plan)[0]
+    job.folder.mkdir(parents=True)
+    (job.folder / runs.LOG).write_text(f"epoch 1/9 …\n{last}\n")
+    said: list[str] = []
+    runner = runs.Runner(plan, "D", 1, log=said.append)
+    runner.total = 1
+    exited = runs._Running(job, SimpleNamespace(returncode=code), time.perf_counter())
+    outcome = runner.finish(exited, halted)
+    assert (outcome.status, outcome.message) == (status, message)
+    assert json.loads((job.folder / runs.STATUS).read_text()) == {"data": "D", "status": status}
+    assert said[0].startswith(f"[1/1] baseline seed 0: {status} in 0 s")
+    assert runner.mistaken == (code == 2)  # a mistake every run would repeat stops the study
+
+
+def test_a_run_stopped_from_outside_is_reported_to_carry_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+    data = ensure_shapes(tmp_path / "data", seed=3, size=32, train_per_class=1, val_per_class=1)
+    study, out = study_file(tmp_path, data), tmp_path / "out"
+
+    def someone_stops_the_first(self, todo):  # `kill PID` of its netspec train, say
+        (job, _), *rest = todo
+        job.folder.mkdir(parents=True)
+        return [runs.Outcome(job, "interrupted", code=143)] + [
+            runs.Outcome(j, "finished") for j, _ in rest
+        ]
+
+    monkeypatch.setattr(runs.Runner, "run", someone_stops_the_first)
+    assert main(["ablate", str(study), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "netspec ablate: variant baseline seed 0 did not finish: it was stopped (exit status "
+        "143); run the same command again to carry on"
+    ]
+    assert [r["status"] for r in rows(out / "results.csv")] == ["unfinished"] * 3

@@ -29,13 +29,8 @@ CARRY_ON = "run the same command again to carry on"
 
 
 def run_ablate(args: argparse.Namespace) -> int:
+    """The flags were checked as netspec.cli read them; the study file is checked here."""
     began = time.perf_counter()
-    for flag in ("jobs", "epochs"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag} must be ≥ 1, got {value}")
-    if args.target is not None and not 0 < args.target < 1:
-        raise UsageError(f"--target must be between 0 and 1, got {args.target}")
     plan = load_study(args.study, args.data, args.epochs, args.seeds, args.out, args.target)
     check_folder(plan.out)  # the default, runs/ablate-<name>, too (netspec.cli checks --out)
     data = plan.data if plan.data == "shapes" else str(Path(plan.data).resolve())
@@ -81,8 +76,6 @@ def holding(out: Path) -> Iterator[None]:
     netspec ablate into it is refused at once, before it reads runs another is writing. The
     lock (flock) dies with the process, however it ends; a folder this call made and nothing
     was written into is removed again."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -342,18 +342,21 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _seeds(text: str) -> int | list[int]:
-    """`--seeds 5` (seeds 0 to 4) or `--seeds 0,1,7`."""
+    """`--seeds 5` (seeds 0 to 4) or `--seeds 0,1,7`, held to the study file's rules."""
+    from netspec.ablate.study import check_seeds  # no torch: pydantic, loaded already
+
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a count or a list like 0,1,7, got {text!r}"
         ) from None
-    if "," in text:
-        return seeds
-    if seeds[0] < 1:
+    if "," not in text and seeds[0] < 1:
         raise argparse.ArgumentTypeError(f"a count of seeds must be ≥ 1, got {text}")
-    return seeds[0]
+    try:
+        return check_seeds(seeds if "," in text else seeds[0])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @command(

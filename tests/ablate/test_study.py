@@ -8,7 +8,7 @@ import pytest
 
 from netspec.ablate.study import load_study, study_terms
 from netspec.cli import main
-from netspec.errors import SpecError
+from netspec.errors import SpecError, UsageError
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests" / "nets" / "tiny.yaml"
@@ -174,7 +174,8 @@ def test_seeds_are_bounded_before_the_list_is_made(tmp_path, capsys):
     path = write(tmp_path, GOOD)
     assert main(["ablate", str(path), "--seeds", "1000000000000"]) == 2  # 8 TB as a list
     assert capsys.readouterr().err.splitlines() == [
-        "netspec ablate: --seeds must be a count from 1 to 1000, or a list, got 1000000000000"
+        "netspec ablate: argument --seeds: must be a count from 1 to 1000, or a list, "
+        "got 1000000000000"
     ]
     (line,) = problems(tmp_path, GOOD.replace("seeds: 2", "seeds: 1000000000000"))
     assert line == (
@@ -184,24 +185,42 @@ def test_seeds_are_bounded_before_the_list_is_made(tmp_path, capsys):
     (line,) = problems(tmp_path, GOOD.replace("seeds: 2", f"seeds: [{listed}]"))
     assert line == f"{path}:5:8: seeds must list 1 to 1000 seeds, got 1001"
     assert load_study(write(tmp_path, GOOD), seeds=1000).seeds == list(range(1000))
+    with pytest.raises(UsageError) as info:
+        load_study(path, seeds=10**12)  # as a library call: the same rule
+    assert str(info.value) == "--seeds must be a count from 1 to 1000, or a list, got 1000000000000"
 
 
-@pytest.mark.parametrize(
-    ("flag", "message"),
-    [
-        ("1,1", "--seeds lists seed 1 more than once"),
-        ("3,5,3,5,7", "--seeds lists seed 3, 5 more than once"),
-        ("-1,2", "--seeds lists seed -1; a seed is from 0 to 2**63 - 1"),
-        (f"0,{2**63}", f"--seeds lists seed {2**63}; a seed is from 0 to 2**63 - 1"),
-    ],
-)
-def test_command_line_seeds_are_held_to_the_study_files_rules(tmp_path, capsys, flag, message):
+SEED_MISTAKES = {
+    "1,1": "lists seed 1 more than once",
+    "3,5,3,5,7": "lists seed 3, 5 more than once",
+    "-1,2": "lists seed -1; a seed is from 0 to 2**63 - 1",
+    f"0,{2**63}": f"lists seed {2**63}; a seed is from 0 to 2**63 - 1",
+}
+
+
+@pytest.mark.parametrize(("flag", "reason"), SEED_MISTAKES.items())
+def test_command_line_seeds_are_held_to_the_study_files_rules(tmp_path, capsys, flag, reason):
     out = tmp_path / "out"
     assert main(["ablate", str(write(tmp_path, GOOD)), f"--seeds={flag}", "--out", str(out)]) == 2
-    assert capsys.readouterr().err.splitlines() == [f"netspec ablate: {message}"]
+    assert capsys.readouterr().err.splitlines() == [f"netspec ablate: argument --seeds: {reason}"]
     assert not out.exists()
     (line,) = problems(tmp_path, GOOD.replace("seeds: 2", f"seeds: [{flag}]"))
-    assert line == f"{tmp_path / 'study.yaml'}:5:8: seeds {message.removeprefix('--seeds ')}"
+    assert line == f"{tmp_path / 'study.yaml'}:5:8: seeds {reason}"
+
+
+@pytest.mark.slow
+def test_seed_mistakes_are_said_before_torch_is_imported(tmp_path):
+    from tests.test_cli_flags import in_fresh_process
+
+    study = str(write(tmp_path, GOOD))
+    argvs = [["ablate", study, f"--seeds={flag}"] for flag in [*SEED_MISTAKES, "5000"]]
+    answers, imported = in_fresh_process(argvs)
+    said = [f"netspec ablate: argument --seeds: {reason}\n" for reason in SEED_MISTAKES.values()]
+    bound = "must be a count from 1 to 1000, or a list, got 5000"
+    assert answers == [
+        (2, line) for line in [*said, f"netspec ablate: argument --seeds: {bound}\n"]
+    ]
+    assert imported == []
 
 
 @pytest.mark.parametrize("name", ["results.csv", "summary.md", "curves.png", "Results.CSV"])

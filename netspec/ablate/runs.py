@@ -145,8 +145,9 @@ class Runner:
     Ctrl-C in the terminal reaches only this process) and is killed by the kernel if this
     process dies. A Ctrl-C or SIGTERM here is passed on to each run once (see `halt`), so
     that it saves interrupted.pt and exits as a `netspec train` does; last.pt stays its
-    resume point. They are started and waited for from the thread that calls `run`, which
-    outlives them: the kernel's parent-death signal follows the thread that started a child.
+    resume point. A Ctrl-Z stops the runs with this process (see `pause`). `run` is called
+    from the main thread, which outlives the runs: the kernel's parent-death signal follows
+    the thread that started a child, and only the main thread handles signals.
     """
 
     def __init__(
@@ -162,12 +163,14 @@ class Runner:
         self.env = thread_env(jobs)
         self.mistaken = False  # a run exited with status 2: the others would repeat it
         self.done = 0
+        self.running: list[_Running] = []
 
     def run(self, todo: Sequence[tuple[Job, State]]) -> list[Outcome]:
         self.total = len(todo)
         waiting = list(reversed(todo))
-        running: list[_Running] = []
+        running = self.running
         outcomes: dict[Job, Outcome] = {}
+        paused = signal.signal(signal.SIGTSTP, self.pause)
         try:
             while running or (waiting and not self.mistaken):
                 while waiting and not self.mistaken and len(running) < self.jobs:
@@ -184,6 +187,8 @@ class Runner:
             for run in running:
                 run.process.kill()
             raise
+        finally:
+            signal.signal(signal.SIGTSTP, paused)
         return [outcomes.get(job, Outcome(job, "skipped")) for job, _ in todo]
 
     def start(self, job: Job, state: State) -> _Running:
@@ -200,6 +205,18 @@ class Runner:
                 preexec_fn=killed_with_this_process(),
             )
         return _Running(job, process, time.perf_counter())
+
+    def pause(self, signum: int, frame: object) -> None:
+        """Ctrl-Z: the terminal stops this process's group, which the runs are not in, so
+        this process stops each run's group (the run and its loader processes), then itself;
+        the shell's fg or bg continues it, and it continues them."""
+        for run in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        for run in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGCONT)
 
     def halt(self, running: list[_Running], exc: KeyboardInterrupt) -> list[Outcome]:
         """Pass the signal on to the running processes, give them GRACE seconds to save and

@@ -245,6 +245,7 @@ class Run:
                     "epoch": self.epoch,
                     "spec": spec_yaml(self.spec),
                     "stats": asdict(self.data.stats) if self.data.stats else None,
+                    "classes": self.data.classes,
                 },
             )
 
@@ -340,6 +341,7 @@ class Run:
             "rng": rng_state(),
             "spec": spec_yaml(self.spec),
             "stats": asdict(self.data.stats) if self.data.stats else None,
+            "classes": self.data.classes,  # predict names them without the data at hand
             "metrics": row,
         }
         if not self.main:

@@ -385,6 +385,42 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _debug_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+@command(
+    "inspect",
+    "look inside a trained network: its kernels, or its nearest training images",
+    "netspec.inspect.command:run_inspect",
+)
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run", metavar="RUN_OR_CHECKPOINT", help="a run folder (its best.pt) or a checkpoint"
+    )
+    views = p.add_subparsers(dest="view", required=True, metavar="VIEW")
+    filters = views.add_parser(
+        "filters",
+        help="a layer's kernels, one band per device group, and each group's colour fraction",
+        description="A layer's kernels, one band per device group, each kernel scaled on its "
+        "own, and each group's colour fraction: the mean share of a kernel's energy outside "
+        "its grey (channel-mean) component.",
+    )
+    _debug_argument(filters)
+    filters.add_argument("--layer", default="conv1", help="a convolution (default conv1)")
+    filters.add_argument(
+        "--channel",
+        type=int,
+        default=0,
+        metavar="C",
+        help="for kernels that read more than 3 channels: the input channel shown (default 0)",
+    )
+    filters.add_argument("-o", "--output", help="the picture to write (.png, .pdf, .svg)")
+    filters.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
 def run_build(args: argparse.Namespace) -> int:
     from netspec import build_graph, load_spec
     from netspec.ir.summary import format_table, to_json

@@ -391,6 +391,10 @@ def _debug_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+
+
 @command(
     "inspect",
     "look inside a trained network: its kernels, or its nearest training images",
@@ -419,6 +423,25 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     )
     filters.add_argument("-o", "--output", help="the picture to write (.png, .pdf, .svg)")
     filters.add_argument("--json", action="store_true", help="print the figures as JSON")
+    near = views.add_parser(
+        "neighbours",
+        help="validation images and the training images nearest them at a hidden layer",
+        description="Validation images, each beside the training images whose activations "
+        "at a hidden layer are nearest by Euclidean distance (an exact search).",
+    )
+    _debug_argument(near)
+    near.add_argument("--data", required=True, help="the image folder or packed store, or 'shapes'")
+    _allow_stale_argument(near)
+    near.add_argument(
+        "--layer", help="the layer compared (default: the output layer's input, the last hidden)"
+    )
+    near.add_argument("--images", type=int, default=8, help="validation images (default 8)")
+    near.add_argument("--k", type=int, default=6, help="neighbours of each (default 6)")
+    near.add_argument("--seed", type=int, default=0, help="picks the validation images (default 0)")
+    near.add_argument("-o", "--output", help="the picture to write (.png, .pdf, .svg)")
+    near.add_argument("--json", action="store_true", help="print the neighbours as JSON")
+    near.add_argument("--workers", type=int, help="override data.workers")
+    _device_argument(near)
 
 
 def run_build(args: argparse.Namespace) -> int:

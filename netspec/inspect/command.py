@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from netspec.inspect.filters import run_filters
+from netspec.inspect.neighbours import run_neighbours
 
-VIEWS = {"filters": run_filters}
+VIEWS = {"filters": run_filters, "neighbours": run_neighbours}
 
 
 def run_inspect(args: argparse.Namespace) -> int:

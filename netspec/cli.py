@@ -444,6 +444,22 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     _device_argument(near)
 
 
+@command(
+    "predict",
+    "a trained network's top classes for image files",
+    "netspec.inspect.predict:run_predict",
+)
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a checkpoint, or a run folder (its best.pt)"
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top", type=int, default=5, help="classes shown for each image (default 5)")
+    p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    _device_argument(p)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from netspec import build_graph, load_spec
     from netspec.ir.summary import format_table, to_json

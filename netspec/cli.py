@@ -319,6 +319,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
     _workers_argument(p)
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: the best available")
+    _look_arguments(p)
 
 
 @command(
@@ -382,6 +383,28 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
         "--target",
         type=_fraction,
         help="override target_train_error (the mark for 'epochs to reach it'), e.g. 0.25",
+    )
+
+
+def _look_arguments(p: argparse.ArgumentParser) -> None:
+    """eval's flags that look at where the network errs (netspec.inspect.confusion)."""
+    p.add_argument(
+        "--confusion",
+        action="store_true",
+        help="also print each class's top-1 and the ten most confused pairs; with -o, draw "
+        "the confusion matrix, normalised per true class",
+    )
+    p.add_argument(
+        "--errors",
+        type=int,
+        metavar="N",
+        help="also list the N most confidently wrong validation images; with -o, draw them",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        help="the picture of --confusion or --errors (.png, .pdf, .svg); with both, the "
+        "errors go beside it as NAME-errors.png",
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from netspec import build_graph, compile, load_spec
 from netspec.errors import UsageError
+from netspec.inspect.confusion import Look
 from netspec.interrupt import describe, exit_status
 from netspec.ir.records import NetGraph
 from netspec.spec.document import parse_yaml
@@ -304,6 +305,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from netspec.train.checkpoint import check_trained_with
 
+    look = Look.from_args(args)  # --confusion, --errors: checked before any work
     overrides = [*args.overrides, *_flag_overrides(args)]
     if args.ten_crop:
         overrides.append("data.ten_crop=true")
@@ -329,13 +331,13 @@ def _eval(args: argparse.Namespace) -> int:
     val_set = open_val(resolve_data_dir(args.data), spec.data, _stale(args))
     check_data_fits(spec, val_set.where, val_set.classes, graph)
     batches = val_loader(val_set, spec.data, spec.train.batch_size)
-    val = evaluate(model, batches, options_for(spec, device, stats))
+    val = evaluate(look.watch(model, spec.data), batches, options_for(spec, device, stats))
     crops = "ten crops" if spec.data.ten_crop else "centre crop"
     print(
         f"{len(val_set)} images, {crops}: loss {val['val_loss']:.4f}  "
         f"top-1 {val['val_top1']:.2%}  top-5 {val['val_top5']:.2%}"
     )
-    print(json.dumps(val))
+    print(json.dumps({**val, **look.report(val_set, f"{spec.name}, {len(val_set)} images")}))
     return 0
 
 

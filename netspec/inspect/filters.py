@@ -114,7 +114,7 @@ def run_filters(args: argparse.Namespace) -> int:
     fractions = {g.name: colour_fraction(g.kernels) for g in groups}
     if out is not None:
         rows = [
-            (_band_label(g, fractions[g.name], channel), band(shown(g.kernels, args.channel)))
+            (_band_label(g, fractions[g.name]), band(shown(g.kernels, args.channel)))
             for g in groups
         ]
         k = "×".join(str(s) for s in weight.shape[1:])
@@ -148,7 +148,7 @@ def run_filters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_label(group: Group, fraction: float | None, channel: int | None) -> str:
+def _band_label(group: Group, fraction: float | None) -> str:
     said = f"{group.name}: {len(group.kernels)} kernels"
     if fraction is not None:
         said += f", colour fraction {fraction:.2f}"

@@ -15,8 +15,7 @@ from netspec import compile
 from netspec.errors import SpecError, UsageError, did_you_mean
 from netspec.ir.graph import build_graph
 from netspec.ir.records import NetGraph
-from netspec.spec.document import parse_yaml
-from netspec.spec.model import Spec, validate
+from netspec.spec.model import Spec
 from netspec.spec.settings import DataConfig
 from netspec.train.augment import Stats
 from netspec.train.checkpoint import (
@@ -25,6 +24,7 @@ from netspec.train.checkpoint import (
     require,
     restoring,
     stats_from,
+    trained_spec,
 )
 from netspec.train.checks import check_data_fits
 from netspec.train.split import Split
@@ -64,7 +64,7 @@ class Trained:
 
     def model(self, device: torch.device) -> nn.Module:
         """The network with the checkpoint's weights, in evaluation mode, on `device`."""
-        model = compile(self.spec)
+        model = compile(self.spec, graph=self.graph)
         with restoring(self.path, f"model (for its own spec {self.spec.name})"):
             model.load_state_dict(self.state["model"])
         return model.to(device).eval()
@@ -81,7 +81,7 @@ class Trained:
 
     def check_split(self, split: Split) -> None:
         """The data must have as many classes as the network has outputs."""
-        check_data_fits(self.spec, split.where, split.classes)
+        check_data_fits(self.spec, split.where, split.classes, self.graph)
 
 
 def checkpoint_path(arg: str) -> Path:
@@ -106,13 +106,13 @@ def open_trained(arg: str) -> Trained:
     path = checkpoint_path(arg)
     state = load_checkpoint(path)
     require(path, state, INSPECT_FIELDS, "be inspected")
+    spec = trained_spec(path, state)
+    assert spec is not None, "require() found its spec"
     try:
-        spec = validate(parse_yaml(state["spec"], str(path)))
         graph = build_graph(spec)
-    except (SpecError, ValueError):
+    except SpecError:
         raise CheckpointError(
-            f"{path}: its 'spec' is not a spec netspec wrote; use a checkpoint written by "
-            "netspec train"
+            f"{path}: its 'spec' does not build; use a checkpoint written by netspec train"
         ) from None
     return Trained(path, state, spec, graph, stats_from(path, state))
 

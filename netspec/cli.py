@@ -396,13 +396,14 @@ def _look_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--errors",
-        type=int,
+        type=whole(1, "images"),
         metavar="N",
         help="also list the N most confidently wrong validation images; with -o, draw them",
     )
     p.add_argument(
         "-o",
         "--output",
+        type=output_file,
         help="the picture of --confusion or --errors (.png, .pdf, .svg); with both, the "
         "errors go beside it as NAME-errors.png",
     )
@@ -439,12 +440,14 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     filters.add_argument("--layer", default="conv1", help="a convolution (default conv1)")
     filters.add_argument(
         "--channel",
-        type=int,
+        type=whole(0, "channel"),
         default=0,
         metavar="C",
         help="for kernels that read more than 3 channels: the input channel shown (default 0)",
     )
-    filters.add_argument("-o", "--output", help="the picture to write (.png, .pdf, .svg)")
+    filters.add_argument(
+        "-o", "--output", type=output_file, help="the picture to write (.png, .pdf, .svg)"
+    )
     filters.add_argument("--json", action="store_true", help="print the figures as JSON")
     near = views.add_parser(
         "neighbours",
@@ -458,12 +461,18 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     near.add_argument(
         "--layer", help="the layer compared (default: the output layer's input, the last hidden)"
     )
-    near.add_argument("--images", type=int, default=8, help="validation images (default 8)")
-    near.add_argument("--k", type=int, default=6, help="neighbours of each (default 6)")
+    near.add_argument(
+        "--images", type=whole(1, "images"), default=8, help="validation images (default 8)"
+    )
+    near.add_argument(
+        "--k", type=whole(1, "neighbours"), default=6, help="neighbours of each (default 6)"
+    )
     near.add_argument("--seed", type=int, default=0, help="picks the validation images (default 0)")
-    near.add_argument("-o", "--output", help="the picture to write (.png, .pdf, .svg)")
+    near.add_argument(
+        "-o", "--output", type=output_file, help="the picture to write (.png, .pdf, .svg)"
+    )
     near.add_argument("--json", action="store_true", help="print the neighbours as JSON")
-    near.add_argument("--workers", type=int, help="override data.workers")
+    near.add_argument("--workers", type=whole(0, "loader processes"), help="override data.workers")
     _device_argument(near)
 
 
@@ -477,7 +486,12 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
         "checkpoint", metavar="CHECKPOINT", help="a checkpoint, or a run folder (its best.pt)"
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--top", type=int, default=5, help="classes shown for each image (default 5)")
+    p.add_argument(
+        "--top",
+        type=whole(1, "classes"),
+        default=5,
+        help="classes shown for each image (default 5)",
+    )
     p.add_argument("--ten-crop", action="store_true", help="average over ten crops, as the paper")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     _device_argument(p)

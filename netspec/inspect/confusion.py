@@ -105,12 +105,10 @@ class Look:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Look:
-        """The flags, checked before any work."""
+        """The flags, checked before any work (argparse has checked each alone)."""
         confusion = bool(getattr(args, "confusion", False))
         errors = getattr(args, "errors", None)
         output = getattr(args, "output", None)
-        if errors is not None and errors < 1:
-            raise UsageError(f"--errors {errors}: give 1 or more images")
         if output is not None and not (confusion or errors):
             raise UsageError(f"-o {output}: names the picture of --confusion or --errors N")
         return cls(confusion, errors or 0, check_output(output) if output else None)

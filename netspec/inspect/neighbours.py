@@ -127,9 +127,6 @@ def nearest(
 
 def run_neighbours(args: argparse.Namespace) -> int:
     out = check_output(args.output) if args.output else None
-    for flag, value in (("--images", args.images), ("--k", args.k)):
-        if value < 1:
-            raise UsageError(f"{flag} {value}: give 1 or more")
     trained = open_trained(args.run)
     layer = trained.layer(args.layer) if args.layer else hidden_layer(trained)
     cfg = trained.data.model_copy(update={"ten_crop": False})

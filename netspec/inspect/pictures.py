@@ -26,16 +26,13 @@ CELL = 96  # images are enlarged (nearest neighbour) to at least this many pixel
 
 
 def check_output(path: str, flag: str = "-o") -> Path:
-    """The picture's path, checked before any work: a known format, in a folder that exists."""
-    out = Path(path).expanduser()
+    """The picture's format, from its extension, checked before any work (that it can be
+    written, the command line's type has checked: netspec.outputs)."""
+    out = Path(path)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(
             f"{flag} {path}: the format comes from the extension; use one of {', '.join(FORMATS)}"
         )
-    if not out.parent.is_dir():
-        raise UsageError(f"{flag} {path}: no folder {out.parent} to write it in")
-    if out.is_dir():
-        raise UsageError(f"{flag} {path} is a folder; name a file")
     return out
 
 

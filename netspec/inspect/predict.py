@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import DataError, UsageError
+from netspec.errors import DataError
 from netspec.inspect.probabilities import probabilities
 from netspec.inspect.trained import Trained, note, open_trained
 from netspec.train.augment import Stats
@@ -59,8 +59,6 @@ def class_names(trained: Trained) -> list[str]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise UsageError(f"--top {args.top}: give 1 or more")
     trained = open_trained(args.checkpoint)
     update = {"workers": 0, **({"ten_crop": True} if args.ten_crop else {})}
     cfg = trained.data.model_copy(update=update)

@@ -98,7 +98,7 @@ def test_eval_without_the_flags_prints_what_it_did(checkpoint, data, capsys):
     ("flags", "message"),
     [
         (["-o", "c.png"], "-o c.png: names the picture of --confusion or --errors N"),
-        (["--errors", "0"], "--errors 0: give 1 or more images"),
+        (["--errors", "0"], "argument --errors: give 1 or more images, got 0"),
         (
             ["--confusion", "-o", "c.bmp"],
             "-o c.bmp: the format comes from the extension; use one of .png, .pdf, .svg",

@@ -132,34 +132,38 @@ def test_a_later_layer_shows_one_input_channel(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "line"),
     [
         (
             ["--layer", "conv3"],
-            "--layer conv3: tiny has no such layer (did you mean 'conv2'?); its layers: conv1, "
-            "relu1, norm1, pool1, conv2, relu2, drop, fc",
+            "netspec inspect: --layer conv3: tiny has no such layer (did you mean 'conv2'?); its "
+            "layers: conv1, relu1, norm1, pool1, conv2, relu2, drop, fc",
         ),
         (
             ["--layer", "relu1"],
-            "--layer relu1: a relu layer has no kernels to show; its convolutions: conv1, conv2",
+            "netspec inspect: --layer relu1: a relu layer has no kernels to show; its "
+            "convolutions: conv1, conv2",
         ),
         (
             ["--layer", "fc"],
-            "--layer fc: a linear layer has no kernels to show; its convolutions: conv1, conv2",
+            "netspec inspect: --layer fc: a linear layer has no kernels to show; its "
+            "convolutions: conv1, conv2",
         ),
         (
             ["-o", "filters.jpeg"],
-            "-o filters.jpeg: the format comes from the extension; use one of .png, .pdf, .svg",
+            "netspec inspect: -o filters.jpeg: the format comes from the extension; use one of "
+            ".png, .pdf, .svg",
         ),
         (
             ["-o", "no/such/folder/f.png"],
-            "-o no/such/folder/f.png: no folder no/such/folder to write it in",
+            "netspec inspect RUN_OR_CHECKPOINT filters: argument -o/--output: "
+            "no/such/folder/f.png: there is no folder no/such/folder; create it first",
         ),
     ],
 )
-def test_a_mistake_is_one_line(checkpoint, capsys, args, message):
+def test_a_mistake_is_one_line(checkpoint, capsys, args, line):
     status, out, err = run(capsys, "inspect", str(checkpoint), "filters", *args)
-    assert (status, out, err) == (2, "", [f"netspec inspect: {message}"])
+    assert (status, out, err) == (2, "", [line])
 
 
 def test_bad_runs_and_checkpoints_are_one_line(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_a_named_layer_and_the_picture(checkpoint, data, tmp_path, capsys):
     [
         (["--k", "61"], "--k 61: the training split has 60 images; give at most that"),
         (["--images", "31"], "--images 31: the validation split has 30 images; give at most that"),
-        (["--k", "0"], "--k 0: give 1 or more"),
+
         (["--layer", "fc7"], "--layer fc7: tiny has no such layer (did you mean 'fc'?); its "
          "layers: conv1, relu1, norm1, pool1, conv2, relu2, drop, fc"),
         (["-o", "nn.gif"], "-o nn.gif: the format comes from the extension; use one of .png, "

@@ -63,7 +63,11 @@ def test_a_checkpoint_without_class_names_numbers_them(data, tmp_path, capsys):
 
 def test_top_zero_is_one_line(checkpoint, data, capsys):
     status, out, err = run(capsys, "predict", str(checkpoint), val_images(data)[0], "--top", "0")
-    assert (status, out, err) == (2, "", ["netspec predict: --top 0: give 1 or more"])
+    assert (status, out, err) == (
+        2,
+        "",
+        ["netspec predict: argument --top: give 1 or more classes, got 0"],
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from netspec.ir.registry import LayerTable
 from netspec.spec import layers as L
 from netspec.spec.layers import Init
 
-__all__ = ["BUILDERS", "Network", "initialise", "to_module"]
+__all__ = ["BUILDERS", "Network", "Uses", "initialise", "place", "to_module"]
 
 Builder = Callable[[Node, int, int], nn.Module]
 BUILDERS: LayerTable[Builder] = LayerTable("torch builder")
@@ -133,6 +133,24 @@ WEIGHT_INITS: dict[str, WeightInit | None] = {
 }
 
 
+class Uses(nn.Module):
+    """Holds the layers of one block use (`layer1`, `layer1.0`), as torchvision's nested
+    modules hold theirs, so that the state_dict keys are the layers' dotted names
+    (`layer1.0.conv1.weight`). It runs nothing itself: the network runs every layer."""
+
+
+def place(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Register `module` under its layer's name, inside the block uses that hold it."""
+    *holders, leaf = name.split(".")
+    for part in holders:
+        inner = root._modules.get(part)
+        if inner is None:
+            inner = Uses()
+            root.add_module(part, inner)
+        root = inner
+    root.add_module(leaf, module)
+
+
 class Network(nn.Module):
     """Runs the graph's layers in order; each spec layer is the submodule of its name."""
 
@@ -147,7 +165,7 @@ class Network(nn.Module):
             module = BUILDERS[type(node.layer)](node, in_size, groups)
             if isinstance(module, nn.ReLU):
                 module.inplace = overwritable(graph, node.name)
-            self.add_module(node.name, module)
+            place(self, node.name, module)
             self._plan.append((node.name, sources))
         self._output = graph.net.output
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from netspec.backends.torch_module import BUILDERS
+from netspec.backends.torch_module import BUILDERS, place
 from torch import nn
 
 from netspec.errors import UsageError
@@ -214,7 +214,7 @@ class TowerNetwork(nn.Module):
                 module = tower_builder(node, rank, size)
             else:
                 module = BUILDERS[type(node.layer)](local_node(node, size), in_size, 1)
-            self.add_module(node.name, module)
+            place(self, node.name, module)
             self._plan.append((node.name, [_joining(graph, s, node) for s in sources]))
         self._output = graph.net.output
         self._gather = graph.node(self._output).split

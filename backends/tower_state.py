@@ -21,14 +21,17 @@ from netspec.ir.records import NetGraph
 State = dict[str, torch.Tensor]
 
 
-def layer_of(key: str) -> str:
-    """The layer a state_dict key belongs to: submodules carry the spec's layer names."""
-    return key.split(".", 1)[0]
+def layer_of(graph: NetGraph, key: str) -> str:
+    """The layer a state_dict key belongs to: submodules carry the spec's layer names, which
+    may hold dots (`layer1.0.conv1.weight`), so it is the longest prefix naming a layer."""
+    parts = key.split(".")
+    prefixes = (".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1))
+    return next((p for p in prefixes if graph.has_node(p)), parts[0])
 
 
 def is_split(graph: NetGraph, key: str, tensor: torch.Tensor) -> bool:
     """Whether each tower holds only its block of this tensor (else the whole of it)."""
-    return tensor.dim() > 0 and graph.node(layer_of(key)).split
+    return tensor.dim() > 0 and graph.node(layer_of(graph, key)).split
 
 
 def slice_tensor(tensor: torch.Tensor, rank: int, size: int) -> torch.Tensor:

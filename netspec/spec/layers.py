@@ -17,6 +17,11 @@ from netspec.spec.settings import MAX_SIZE, Size, Strict
 INPUT = "input"  # the name by which layers read the spec's input; no layer may take it
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# A block use names its layers `use.layer` and its repeats `use.0.layer`, as torch names the
+# submodules of nested modules (torchvision's `layer1.0.conv1`); a flat spec (`build --expand`)
+# writes those names out, so a layer's name may be such a path of plain names and numbers.
+LAYER_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.([0-9]+|[A-Za-z][A-Za-z0-9_]*))*$"
+LayerPath = Annotated[str, Field(pattern=LAYER_NAME_PATTERN)]
 PosInt = Size
 PosFloat = Annotated[float, Field(gt=0)]
 
@@ -42,14 +47,17 @@ TORCH_MODULE_ATTRIBUTES = frozenset({
 
 
 def _not_reserved(name: str) -> str:
-    if name in TORCH_MODULE_ATTRIBUTES:
-        raise ValueError(
-            f"'{name}' is the name of an attribute of every torch module; rename the layer"
-        )
+    # each part of a dotted name is an attribute of the module that holds it
+    for part in name.split("."):
+        if part in TORCH_MODULE_ATTRIBUTES:
+            raise ValueError(
+                f"'{part}' is the name of an attribute of every torch module; rename the layer"
+            )
     return name
 
 
-LayerName = Annotated[Name, AfterValidator(_not_reserved)]
+LayerName = Annotated[LayerPath, AfterValidator(_not_reserved)]
+PlainLayerName = Annotated[Name, AfterValidator(_not_reserved)]
 
 
 def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
@@ -106,7 +114,7 @@ class Layer(Strict):
         type: str  # each layer model declares its own `type` tag, a Literal
 
     name: LayerName
-    inputs: list[Name] | None = Field(
+    inputs: list[LayerPath] | None = Field(
         None, description="layers whose outputs this one takes; default: the previous layer"
     )
     weights_key: str | None = Field(

@@ -40,3 +40,39 @@ def test_names_close_to_reserved_ones_compile():
     graph = build_graph(spec)
     assert graph.node("trainer").shape == (8, 14, 14)
     assert compile(spec).get_submodule("trainer").out_channels == 8
+
+
+FLAT = """\
+name: flat
+input: [3, 8, 8]
+layers:
+  - {name: stage.0.conv, type: conv, filters: 4, kernel: 3}
+  - {name: stage.0.relu, type: relu}
+  - {name: head, type: linear, units: 2}
+"""
+
+
+def test_a_dotted_name_is_a_path_of_modules_as_torch_nests_them(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text(FLAT)
+    model = compile(load_spec(path), device="meta")
+    assert list(model.state_dict()) == [
+        "stage.0.conv.weight", "stage.0.conv.bias", "head.weight", "head.bias",
+    ]  # fmt: skip
+    assert [name for name, _ in model.get_submodule("stage.0").named_children()] == [
+        "conv",
+        "relu",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("stage.train.conv", "'train' is the name of an attribute"), ("stage..conv", "must be")],
+)
+def test_each_part_of_a_dotted_name_is_checked(tmp_path, name, why):
+    path = tmp_path / "flat.yaml"
+    path.write_text(FLAT.replace("stage.0.conv,", f"{name},").replace("stage.0.relu", "relu"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.problems
+    assert why in str(problem)

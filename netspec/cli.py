@@ -153,7 +153,14 @@ def _spec_arguments(p: argparse.ArgumentParser) -> None:
 @command("build", "validate a spec, infer shapes, print the layer table", "netspec.cli:run_build")
 def _build_arguments(p: argparse.ArgumentParser) -> None:
     _spec_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    shown.add_argument(
+        "--expand",
+        action="store_true",
+        help="print the spec with every block use expanded into plain layers (YAML that "
+        "builds the same network), validated but not built",
+    )
     p.add_argument(
         "--check-module",
         action="store_true",
@@ -502,6 +509,9 @@ def run_build(args: argparse.Namespace) -> int:
     from netspec.ir.summary import format_table, to_json
 
     spec = load_spec(args.spec, args.overrides)
+    if args.expand:
+        print(spec.expanded_yaml(), end="")
+        return 0
     graph = build_graph(spec)
     if args.check_module:
         _prove_it_compiles(spec, graph)
@@ -549,12 +559,9 @@ def print_warnings(spec: Spec, graph: NetGraph) -> None:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from netspec.spec.model import Spec
+    from netspec.spec.schema import spec_schema
 
-    schema = Spec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "netspec spec"
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(spec_schema(), indent=2))
     return 0
 
 

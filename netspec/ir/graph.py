@@ -72,7 +72,8 @@ def located_warnings(spec: Spec, graph: NetGraph) -> list[str]:
     lines = []
     for name, message in graph.net.warnings:
         i = graph.node(name).index
-        lines.append(f"{spec.where(('layers', i))}: warning: {spec.layer_context(i)}: {message}")
+        where, note = spec.where(("layers", i)), spec.note(("layers", i))
+        lines.append(f"{where}: warning: {spec.layer_context(i)}: {message}{note}")
     return lines
 
 
@@ -87,8 +88,16 @@ def order(graph: NetGraph) -> list[str]:
 
 
 def _problem(spec: Spec, i: int, message: str, *loc: str | int) -> Problem:
-    """A mistake in layer `i`, located at the layer or at `loc` inside it."""
-    return Problem(spec.where(("layers", i, *loc)), message, spec.layer_context(i))
+    """A mistake in layer `i`, located at the layer or at `loc` inside it, and through the
+    block uses that made it."""
+    at = ("layers", i, *loc)
+    return Problem(spec.where(at), message + spec.note(at), spec.layer_context(i))
+
+
+def _at(spec: Spec, i: int, *loc: str | int) -> str:
+    """Where layer `i` (or `loc` in it) was written, as another layer's message names it."""
+    at = ("layers", i, *loc)
+    return spec.where(at) + spec.note(at)
 
 
 def _add_layers(spec: Spec, graph: NetGraph) -> tuple[list[Problem], set[str]]:
@@ -104,13 +113,33 @@ def _add_layers(spec: Spec, graph: NetGraph) -> tuple[list[Problem], set[str]]:
             )
         elif layer.name in first:
             repeated.add(layer.name)
-            at = spec.where(("layers", first[layer.name], "name"))
+            at = _at(spec, first[layer.name], "name")
             message = f"duplicate layer name '{layer.name}' (first at {at}); "
             problems.append(_problem(spec, i, message + "layer names must be unique", "name"))
         else:
             first[layer.name] = i
-            graph.add_record(Node(layer.name, layer.type, i, layer))
-    return problems, repeated
+            graph.add_record(Node(layer.name, layer.type, i, layer, uses=spec.uses_of(i)))
+    return problems + _nested(spec, first), repeated
+
+
+def _nested(spec: Spec, first: dict[str, int]) -> list[Problem]:
+    """A dotted name puts a layer inside the module its prefix names (`layer1.0.conv1` inside
+    `layer1`), so no prefix may name a layer itself: torch could not hold both."""
+    problems = []
+    told: set[str] = set()
+    for name, i in first.items():
+        parts = name.split(".")
+        holders = [".".join(parts[:n]) for n in range(1, len(parts))]
+        holder = next((h for h in holders if h in first), None)
+        if holder is None or holder in told:
+            continue
+        told.add(holder)  # once per layer in the way, however many names it is in the way of
+        message = (
+            f"the name puts this layer inside layer '{holder}' "
+            f"(at {_at(spec, first[holder], 'name')}), which cannot hold layers; rename one"
+        )
+        problems.append(_problem(spec, i, message, "name"))
+    return problems
 
 
 def _sources(spec: Spec, i: int) -> list[str]:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import networkx as nx
 
+from netspec.spec.document import BlockUse
 from netspec.spec.layers import INPUT, Layer
 
 __all__ = ["INPUT", "Edge", "Net", "NetGraph", "Node"]
@@ -33,6 +34,7 @@ class Node:
     flatten: bool = False  # a linear that flattens a C×H×W input
     towers: list[str] = field(default_factory=list)  # device groups holding a part of it
     warnings: list[str] = field(default_factory=list)
+    uses: tuple[BlockUse, ...] = ()  # the block uses it came from, outermost first
 
     @property
     def has_weights(self) -> bool:

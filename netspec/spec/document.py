@@ -68,9 +68,18 @@ for _tag, _regex, _first in IMPLICIT:
     _Dumper.add_implicit_resolver(_tag, _regex, _first)
 
 
-def dump_yaml(data: Any) -> str:
-    """Plain data as YAML that `parse_yaml` reads back equal: `'1e5'` stays a string."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=False)
+def dump_yaml(data: Any, flow: bool | None = False) -> str:
+    """Plain data as YAML that `parse_yaml` reads back equal: `'1e5'` stays a string.
+    `flow`: False writes every list and mapping as a block, True all on one line, None only
+    the innermost ones (`input: [3, 227, 227]`)."""
+    return yaml.dump(
+        data,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=False,
+        default_flow_style=flow,
+        width=float("inf") if flow else 80,
+    )
 
 
 def _resolve(event: yaml.ScalarEvent) -> str:
@@ -123,6 +132,24 @@ class Removal:
     readers: list[str]
 
 
+@dataclass(frozen=True)
+class BlockUse:
+    """One use of a block that a layer came from: `layer1.0` using `basic`, written at `where`."""
+
+    name: str
+    block: str
+    where: str
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a layer of the expanded spec came from, for messages and the diagram."""
+
+    written: str  # what a mistake in its text is said to be in: `conv1`, `layers[3] (fc)`
+    shown: str  # what a mistake in the built net is said to be in: `layer1.2.conv1`
+    uses: tuple[BlockUse, ...] = ()  # the block uses it is inside, outermost first
+
+
 @dataclass
 class Document:
     """Plain data from a YAML text, with the location of each value and each mapping key."""
@@ -134,6 +161,10 @@ class Document:
     removals: list[Removal] = field(default_factory=list)
     # where in the file each `--set` override (by its location) replaced a key or value
     replaced: dict[str, str] = field(default_factory=dict)
+    # after blocks are expanded: the expansions each value went through, outermost last
+    # (`in block basic at F:3:3, used by layer1 at F:20:5`), and each layer's origin by index
+    notes: dict[Loc, str] = field(default_factory=dict)
+    origins: dict[int, Origin] = field(default_factory=dict)
 
     def where(self, loc: Loc, key: bool = False) -> str:
         """The location of `loc`, or of its nearest enclosing value that has one."""
@@ -142,6 +173,17 @@ class Document:
             if loc[:n] in table:
                 return table[loc[:n]]
         return self.source
+
+    def note(self, loc: Loc, key: bool = False) -> str:
+        """` (in block basic at …, used by layer1 at …)` for a value a block use wrote there,
+        else "". A key was written where the mapping holding it was, so it has that one's."""
+        if key and loc in self.keys:
+            loc = loc[:-1]
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.values:
+                found = self.notes.get(loc[:n])
+                return f" ({found})" if found else ""
+        return ""
 
 
 class _Limit(Exception):

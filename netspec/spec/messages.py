@@ -9,12 +9,14 @@ types there are.
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from netspec.errors import Problem, did_you_mean
@@ -25,7 +27,7 @@ def located_problems(doc: Document, exc: ValidationError, root: type[BaseModel])
     """One problem per mistake, in file order; `root` is the model the whole document is."""
     found = dict.fromkeys(_problem(_Error.of(doc, err, root)) for err in exc.errors())
     problems = [_with_replaced(doc, p) for p in _join_alternatives(found)]
-    return sorted(problems, key=lambda p: _order(p.where))
+    return sorted(problems, key=lambda p: file_order(p.where))
 
 
 def _with_replaced(doc: Document, problem: Problem) -> Problem:
@@ -54,7 +56,7 @@ class _Error:
     @classmethod
     def of(cls, doc: Document, err: ErrorDetails, root: type[BaseModel]) -> _Error:
         path, _ = _data_path(doc.data, err["loc"])
-        context, rest = _context(doc.data, path)
+        context, rest = _context(doc, path)
         ctx = dict(err.get("ctx") or {})
         return cls(doc, root, err["type"], path, context, rest, ctx, err.get("input"), err["msg"])
 
@@ -74,7 +76,8 @@ class _Said:
 
 def _problem(err: _Error) -> Problem:
     said = SAY.get(err.kind, _bad_value)(err)
-    return Problem(err.doc.where(said.loc, key=said.key), said.message, err.context)
+    where = err.doc.where(said.loc, key=said.key)
+    return Problem(where, said.message + err.doc.note(said.loc, key=said.key), err.context)
 
 
 def _missing(err: _Error) -> _Said:
@@ -85,12 +88,13 @@ def _missing(err: _Error) -> _Said:
 def _unknown_key(err: _Error) -> _Said:
     key = str(err.path[-1])
     model = _model_at(err.root, err.doc.data, err.path)
-    choices = list(model.model_fields) if model else []
+    choices = _keys(model) if model else []
     message = f"unknown key '{key}'{did_you_mean(key, choices)}"
     if model and choices:
         whole = f"a {err.root.__name__.lower()}"
         section = err.path[-2] if len(err.path) > 1 and isinstance(err.path[-2], str) else whole
-        message += f"; {_tag(model) or section} takes: {', '.join(choices)}"
+        what = _tag(model) or getattr(model, "what", None) or section
+        message += f"; {what} takes: {', '.join(choices)}"
     return _Said(err.path, message, key=True)
 
 
@@ -124,7 +128,8 @@ SAY: dict[str, Callable[[_Error], _Said]] = {
 }
 
 
-def _order(where: str) -> tuple[int, int, str]:
+def file_order(where: str) -> tuple[int, int, str]:
+    """A sort key that puts problems in the order of the lines they point at."""
     parts = where.rsplit(":", 2)
     if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return (int(parts[1]), int(parts[2]), "")
@@ -162,15 +167,28 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> tuple[Loc, Any]:
     return tuple(path), node
 
 
-def _context(data: Any, path: Loc) -> tuple[str, Loc]:
-    """Split a path into a layer context (`layers[3] (conv2)`) and the rest."""
+def _context(doc: Document, path: Loc) -> tuple[str, Loc]:
+    """Split a path into a layer context (`layers[3] (conv2)`) and the rest; a layer a block
+    use made is named as its block names it, so that the same mistake in each repeat is one."""
     if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
-        layers = data.get("layers")
-        layer = layers[path[1]] if isinstance(layers, list) and path[1] < len(layers) else None
-        name = layer.get("name") if isinstance(layer, dict) else None
-        ctx = f"layers[{path[1]}]" + (f" ({name})" if isinstance(name, str) else "")
-        return ctx, path[2:]
+        origin = doc.origins.get(path[1])
+        if origin:
+            return origin.written, path[2:]
+        return _entry(doc.data.get("layers"), f"layers[{path[1]}]", path[1]), path[2:]
+    if len(path) >= 4 and path[0] == "blocks" and path[2] == "layers" and isinstance(path[3], int):
+        block = doc.data.get("blocks", {}).get(path[1], {})
+        layers = block.get("layers") if isinstance(block, dict) else None
+        return _entry(layers, f"block {path[1]}, layers[{path[3]}]", path[3]), path[4:]
+    if len(path) >= 2 and path[0] == "blocks":
+        return f"block {path[1]}", path[2:]
     return "", path
+
+
+def _entry(layers: Any, shown: str, i: int) -> str:
+    """`layers[3] (conv2)`: an entry of a layers list, with its name where it has one."""
+    layer = layers[i] if isinstance(layers, list) and i < len(layers) else None
+    name = layer.get("name") if isinstance(layer, dict) else None
+    return shown + (f" ({name})" if isinstance(name, str) else "")
 
 
 def _dotted(path: Loc) -> str:
@@ -194,17 +212,47 @@ def _models_for(root: type[BaseModel], data: Any, path: Loc) -> tuple[list[type[
     """The models the value at `path` may be (a union's members), and the value."""
     candidates: list[type[BaseModel]] = [root]
     node = data
+    keyed = False  # the step is a key of a mapping the user names (`blocks: {basic: …}`)
     for step in path:
-        if isinstance(step, int):
-            node = node[step] if isinstance(node, list) and step < len(node) else None
+        if isinstance(step, int) or keyed:
+            if isinstance(step, int):
+                node = node[step] if isinstance(node, list) and step < len(node) else None
+            else:
+                node = node.get(step) if isinstance(node, dict) else None
+            keyed = False
             continue
         model = _pick(candidates, node)
-        field = model.model_fields.get(step) if model else None
+        field = _field(model, step) if model else None
         if field is None:
             return [], None
         candidates = _models_in(field.annotation)
+        keyed = _is_mapping(field.annotation)
         node = node.get(step) if isinstance(node, dict) else None
     return candidates, node
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a section takes, as written (`with`, not the field `with_`)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _field(model: type[BaseModel], key: str) -> FieldInfo | None:
+    for name, field in model.model_fields.items():
+        if (field.alias or name) == key:
+            return field
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether the annotation is a dict (perhaps inside Annotated or `| None`)."""
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return True
+    if origin is typing.Annotated:
+        return _is_mapping(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_mapping(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
 
 
 def _pick(candidates: list[type[BaseModel]], node: Any) -> type[BaseModel] | None:

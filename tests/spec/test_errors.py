@@ -6,6 +6,7 @@ it expects in its header, one line per problem:
     # expect: LINE:COL: a substring of the message
 
 LINE:COL is where the problem must point; `-` stands for the file as a whole (an empty file).
+`{here}` in the substring stands for the file's path, as the notes of a block use name it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ layers:
 
 
 def expectations(path: Path) -> list[tuple[str, str]]:
-    return [(m[1].decode(), m[2].decode()) for m in EXPECT.finditer(path.read_bytes())]
+    found = [(m[1].decode(), m[2].decode()) for m in EXPECT.finditer(path.read_bytes())]
+    return [(at, text.replace("{here}", str(path))) for at, text in found]
 
 
 def problems(path: Path, overrides: list[str] | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from tests.conftest import ROOT
 BASES = [
     (ROOT / "tests/nets/tiny.yaml").read_text(),
     (ROOT / "specs/alexnet-mini.yaml").read_text(),
+    (ROOT / "tests/nets/blocks.yaml").read_text(),
 ]
 # values that have broken readers before: sizes past int32 and int64, floats past range,
 # YAML's own tricks (tags, anchors, merges), names torch reserves or YAML misreads
@@ -44,6 +45,9 @@ KEYS = [
     "layers.conv1.filters", "layers.norm1.size", "layers.fc.units", "layers.fc8.units",
     "layers.fc8.in_features", "train.seed", "train.batch_size", "train.epochs", "train.schedule",
     "train.lr", "data.resize", "data.crop", "data.mean", "data.workers", "init.std", "a.b.c",
+    "blocks", "blocks.cbr", "blocks.cbr.params", "blocks.cbr.layers.conv.filters",
+    "blocks.mixed.layers.b3.inputs", "blocks.mixed.layers.b1.use", "layers.mix.repeat",
+    "layers.mix.with.filters", "layers.mix.use", "layers.stem.with", "layers.side.inputs",
 ]  # fmt: skip
 SCALAR = re.compile(r"(?<=: )[^,{}\[\]\n#]+")  # a value after `key: `
 

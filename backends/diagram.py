@@ -8,6 +8,11 @@ its channel count divided by the number of groups, which is how `build_graph` sp
 With device groups each split layer is one node per group, inside one cluster per group, as
 in the paper's Figure 2; a layer that reads every group's channels (edge `cross`) gets an
 edge from each group, and those between different groups are drawn as cross-tower edges.
+
+Each block use is a cluster labelled with its name and its block's, nested as the uses are,
+its layers named inside it as the block names them (`conv1` in `layer1.0: basic`); a layer
+split across device groups stays in its group's tower. `--compact` draws each use of the
+spec's own list as one box.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from netspec.atomic import atomic_write
 from netspec.errors import UsageError
 from netspec.ir.records import NetGraph
 from netspec.ir.shapes import fmt
+from netspec.spec.document import BlockUse
 
 from . import diagram_style as S
 
@@ -39,20 +45,70 @@ def digraph(graph: NetGraph, rankdir: str = "TB", compact: bool = False) -> grap
     Statements are added in that order on purpose: `dot` lays out in the order it reads.
     """
     chains = fold(graph, compact)
-    dot = _canvas(graph, chains, rankdir)
-    clusters = {g: _cluster(g) for g in graph.net.device_groups}
+    boxes = _boxes(graph, chains)
+    dot = _canvas(graph, chains, boxes, rankdir)
+    clusters = {g: _cluster(f"cluster_{g}", g) for g in graph.net.device_groups}
+    uses = _Uses()
     for head, chain in chains.items():
+        if head in boxes:
+            dot.node(head, **_box_attrs(graph, chain, boxes[head]))
+            continue
         groups: list[str | None] = [*_towers(graph, head)] or [None]
         for group in groups:
-            target = clusters[group] if group else dot
-            target.node(_node_id(head, group), **_node_attrs(graph, chain, group))
+            inner = graph.node(head).uses if not group else ()
+            target = clusters[group] if group else uses.cluster(inner, dot)
+            shown = _relative(head, inner)
+            target.node(_node_id(head, group), **_node_attrs(graph, chain, group, shown))
     for cluster in clusters.values():
         dot.subgraph(cluster)
+    uses.close(dot)
     drawn_as = {member: head for head, chain in chains.items() for member in chain}
-    for head in chains:
-        for src in graph.inputs_of(head):
-            _add_edges(dot, graph, drawn_as[src], src, head)
+    drawn: set[tuple[str, str, str]] = set()
+    for head, chain in chains.items():
+        for member in chain:
+            for src in graph.inputs_of(member):
+                edge = (drawn_as[src], src, head)
+                if drawn_as[src] != head and edge not in drawn:  # a box draws a tensor once
+                    drawn.add(edge)
+                    _add_edges(dot, graph, boxes, edge, member)
     return dot
+
+
+class _Uses:
+    """The clusters of the block uses, made as their first layer is drawn and nested at the
+    end, innermost first: graphviz copies a subgraph into its parent when it is added."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[tuple[BlockUse, ...], graphviz.Digraph] = {}
+
+    def cluster(self, uses: tuple[BlockUse, ...], top: graphviz.Digraph) -> graphviz.Digraph:
+        if not uses:
+            return top
+        for n in range(1, len(uses) + 1):
+            if uses[:n] not in self.clusters:
+                use = uses[n - 1]
+                self.clusters[uses[:n]] = _cluster(
+                    f"cluster_use_{use.name}", f"{_relative(use.name, uses[: n - 1])}: {use.block}"
+                )
+        return self.clusters[uses]
+
+    def close(self, top: graphviz.Digraph) -> None:
+        for uses in sorted(self.clusters, key=len, reverse=True):  # stable: in drawing order
+            (self.clusters[uses[:-1]] if len(uses) > 1 else top).subgraph(self.clusters[uses])
+
+
+def _relative(name: str, uses: tuple[BlockUse, ...]) -> str:
+    """A name as the innermost of `uses` knows it: `conv1` for `layer1.0.conv1`."""
+    return name.removeprefix(f"{uses[-1].name}.") if uses else name
+
+
+def _boxes(graph: NetGraph, chains: dict[str, list[str]]) -> dict[str, BlockUse]:
+    """The drawn nodes that are a whole block use (--compact), with the use."""
+    return {
+        head: graph.node(chain[0]).uses[0]
+        for head, chain in chains.items()
+        if graph.node(chain[0]).uses and head not in graph
+    }
 
 
 def fold(graph: NetGraph, compact: bool) -> dict[str, list[str]]:
@@ -65,6 +121,10 @@ def fold(graph: NetGraph, compact: bool) -> dict[str, list[str]]:
     folded: set[str] = set()
     for name in graph.order():
         if name in folded:
+            continue
+        uses = graph.node(name).uses
+        if compact and uses:  # one box for a use of the spec's list, named as the use
+            chains.setdefault(uses[0].name, []).append(name)
             continue
         chain = [name]
         if compact and graph.node(name).has_weights:
@@ -83,12 +143,15 @@ def _follower(graph: NetGraph, name: str) -> str | None:
     # what --compact folds into the weight layer before it, as papers draw a conv block
     layer = graph.node(after).layer
     foldable = graph.in_degree(after) == 1 and layer is not None and layer.folds
+    foldable = foldable and not graph.node(after).uses  # that layer is in a block use's box
     return after if foldable else None
 
 
-def _canvas(graph: NetGraph, chains: dict[str, list[str]], rankdir: str) -> graphviz.Digraph:
+def _canvas(
+    graph: NetGraph, chains: dict[str, list[str]], boxes: dict[str, BlockUse], rankdir: str
+) -> graphviz.Digraph:
     """An empty digraph with the defaults for nodes and edges, and the title with its key."""
-    kinds = list(dict.fromkeys(S.kind_of(graph.node(h)) for h in chains))
+    kinds = list(dict.fromkeys(S.USE if h in boxes else S.kind_of(graph.node(h)) for h in chains))
     crosses = any(graph.edge(a, b).cross for a, b in graph.edges)
     title = S.title(graph, kinds, crosses)
     return graphviz.Digraph(
@@ -100,9 +163,10 @@ def _canvas(graph: NetGraph, chains: dict[str, list[str]], rankdir: str) -> grap
     )
 
 
-def _cluster(group: str) -> graphviz.Digraph:
-    """The box that holds one device group's tower; `cluster_` is what makes dot draw it."""
-    return graphviz.Digraph(name=f"cluster_{group}", graph_attr={"label": group, **S.CLUSTER})
+def _cluster(name: str, label: str) -> graphviz.Digraph:
+    """The box that holds a device group's tower or a block use's layers; the name's
+    `cluster_` is what makes dot draw it."""
+    return graphviz.Digraph(name=name, graph_attr={"label": label, **S.CLUSTER})
 
 
 def _html(label: str) -> str:
@@ -121,11 +185,11 @@ def _towers(graph: NetGraph, name: str) -> list[str]:
     return list(node.towers) if node.split and len(node.towers) > 1 else []
 
 
-def _node_attrs(graph: NetGraph, chain: list[str], group: str | None) -> dict[str, str]:
+def _node_attrs(graph: NetGraph, chain: list[str], group: str | None, shown: str) -> dict[str, str]:
     """Label, colour and hover text of the node drawing `chain` (in one group's tower)."""
     head = graph.node(chain[0])
     attrs = {
-        "label": _label(graph, chain, len(graph.net.device_groups) if group else 1),
+        "label": _label(graph, chain, len(graph.net.device_groups) if group else 1, shown),
         "fillcolor": S.kind_of(head).fill,
         "tooltip": _tooltip(graph, chain),
     }
@@ -134,9 +198,23 @@ def _node_attrs(graph: NetGraph, chain: list[str], group: str | None) -> dict[st
     return attrs
 
 
-def _label(graph: NetGraph, chain: list[str], towers: int) -> str:
+def _box_attrs(graph: NetGraph, chain: list[str], use: BlockUse) -> dict[str, str]:
+    """A whole block use as one node: its name, its block, its output and its counts."""
+    out = graph.node(chain[-1])
+    params = sum(graph.node(n).params for n in chain)
+    macs = sum(graph.node(n).macs for n in chain)
+    label = f"{S.use_summary(use)}<BR/>{S.use_totals(out.shape, len(chain), params)}"
+    return {
+        "label": _html(label),
+        "fillcolor": S.USE.fill,
+        "tooltip": f"{use.name} (block {use.block}): {len(chain)} layers, output "
+        f"{fmt(out.shape)}, {params:,} parameters, {macs:,} MACs",
+    }
+
+
+def _label(graph: NetGraph, chain: list[str], towers: int, shown: str) -> str:
     head, *rest = chain
-    lines = [S.summary(head, graph.node(head), towers)]
+    lines = [S.summary(shown, graph.node(head), towers)]
     folded = [S.summary(n, graph.node(n), towers) for n in rest]
     for i in range(0, len(folded), FOLDED_PER_LINE):
         line = " → ".join(folded[i : i + FOLDED_PER_LINE])
@@ -153,25 +231,35 @@ def _tooltip(graph: NetGraph, chain: list[str]) -> str:
     return f"{' → '.join(chain)}: output {out}, {params:,} parameters, {macs:,} MACs{groups}"
 
 
-def _add_edges(dot: graphviz.Digraph, graph: NetGraph, drawn_src: str, src: str, dst: str) -> None:
-    """The drawn edges of the graph edge src → dst, from the node that shows `src`.
+def _add_edges(
+    dot: graphviz.Digraph,
+    graph: NetGraph,
+    boxes: dict[str, BlockUse],
+    edge: tuple[str, str, str],
+    dst: str,
+) -> None:
+    """The drawn edges of the graph edge src → dst, from the node that shows `src` to the one
+    that shows `dst` (`edge`: those two and src).
 
     Within one group a layer reads its own group's tensor; a layer that reads every group's
-    channels (`cross`) or a shared tensor gets an edge from each node that holds a part.
+    channels (`cross`) or a shared tensor gets an edge from each node that holds a part. A
+    block use's box is drawn once, outside the towers.
     """
+    drawn_src, src, drawn_dst = edge
     shape = graph.edge(src, dst).shape
-    from_groups = _towers(graph, src)
-    for a, b in _tower_pairs(graph, src, dst):
+    from_groups: list[str | None] = [] if drawn_src in boxes else [*_towers(graph, src)]
+    to_groups: list[str | None] = [] if drawn_dst in boxes else [*_towers(graph, dst)]
+    for a, b in _tower_pairs(graph, src, dst, from_groups, to_groups):
         attrs = {"label": _shape(shape, len(from_groups) if a else 1)}
         if a and b and a != b:
             attrs |= S.CROSS
-        dot.edge(_node_id(drawn_src, a), _node_id(dst, b), **attrs)
+        dot.edge(_node_id(drawn_src, a), _node_id(drawn_dst, b), **attrs)
 
 
-def _tower_pairs(graph: NetGraph, src: str, dst: str) -> list[tuple[str | None, str | None]]:
+def _tower_pairs(
+    graph: NetGraph, src: str, dst: str, from_groups: list[str | None], to_groups: list[str | None]
+) -> list[tuple[str | None, str | None]]:
     """Which tower of `src` feeds which tower of `dst` (None: the node outside the towers)."""
-    from_groups: list[str | None] = [*_towers(graph, src)]
-    to_groups: list[str | None] = [*_towers(graph, dst)]
     if from_groups and to_groups and not graph.edge(src, dst).cross:
         return list(zip(from_groups, to_groups, strict=True))
     return [(a, b) for a in from_groups or [None] for b in to_groups or [None]]

@@ -15,6 +15,7 @@ from netspec.ir.records import NetGraph, Node, layer_as
 from netspec.ir.registry import LayerTable
 from netspec.ir.shapes import fmt, fmt_pair
 from netspec.spec import layers as L
+from netspec.spec.document import BlockUse
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ RESHAPE = Kind("reshape · join", "#fffbe0")
 KINDS: dict[str, Kind] = {
     k.legend: k for k in (CONV, LINEAR, ACTIVATION, NORM, POOL, DROPOUT, RESHAPE)
 }
+
+
+USE = Kind("block use", "#eef2f8")  # --compact's box for a whole block use
 
 
 def kind_of(node: Node) -> Kind:
@@ -158,3 +162,13 @@ def _legend(kinds: list[Kind], cross: bool) -> str:
             f'<TD ALIGN="LEFT"><FONT COLOR="{CROSS_COLOUR}">crosses device groups</FONT></TD>'
         )
     return f'<TABLE BORDER="0" CELLSPACING="3"><TR>{"".join(cells)}</TR></TABLE>'
+
+
+def use_summary(use: BlockUse) -> str:
+    """`layer1.0 basic`: a block use's box, named as the use and its block (escaped)."""
+    return f"<B>{html.escape(use.name)}</B> {html.escape(use.block)}"
+
+
+def use_totals(shape: tuple[int, ...], layers: int, params: int) -> str:
+    """The second line of a block use's box: what it holds and gives."""
+    return f'<FONT POINT-SIZE="9">{layers} layers · {params:,} params → {fmt(shape)}</FONT>'

@@ -20,6 +20,7 @@ from netspec.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "specs" / "alexnet.yaml"
 TORCHVISION = ROOT / "specs" / "torchvision-alexnet.yaml"
+BLOCKS = ROOT / "tests" / "nets" / "blocks.yaml"
 DOT = shutil.which("dot")
 
 
@@ -67,6 +68,7 @@ class Dot:
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     edges: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     clusters: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)  # a cluster → the one holding it
 
 
 def parse_dot(text: str) -> Dot:
@@ -91,7 +93,7 @@ def parse_dot(text: str) -> Dot:
             take("]")
         return attrs
 
-    def statements(attrs: dict[str, str], members: list[str]) -> None:
+    def statements(attrs: dict[str, str], members: list[str], name: str = "") -> None:
         take("{")
         while toks[0] != ("punct", "}"):
             word = take()
@@ -100,10 +102,12 @@ def parse_dot(text: str) -> Dot:
                 if word == "graph":
                     attrs.update(found)
             elif word == "subgraph":
-                name = take()
+                inner_name = take()
                 inner: tuple[dict[str, str], list[str]] = ({}, [])
-                statements(*inner)
-                dot.clusters[name] = inner
+                if name:
+                    dot.parents[inner_name] = name
+                statements(*inner, inner_name)
+                dot.clusters[inner_name] = inner
             elif toks[0] == ("punct", "->"):
                 take("->")
                 target = take()
@@ -329,3 +333,55 @@ def test_a_failing_dot_leaves_no_file(tmp_path):
     with pytest.raises(diagram.UsageError, match="dot failed"):
         diagram.render("digraph { this is not dot", out)
     assert not list(tmp_path.iterdir())
+
+
+def test_each_block_use_is_a_cluster_named_for_its_use_and_block():
+    dot, graph = draw(BLOCKS)
+    labels = {name: attrs["label"] for name, (attrs, _) in dot.clusters.items()}
+    assert labels == {
+        "cluster_use_stem": "stem: cbr",
+        "cluster_use_mix.0": "mix.0: mixed",
+        "cluster_use_mix.0.b1": "b1: cbr",
+        "cluster_use_mix.0.b3": "b3: cbr",
+        "cluster_use_mix.1": "mix.1: mixed",
+        "cluster_use_mix.1.b1": "b1: cbr",
+        "cluster_use_mix.1.b3": "b3: cbr",
+        "cluster_use_side": "side: cbr",
+    }
+    nested = {f"cluster_use_mix.{i}.b{k}": f"cluster_use_mix.{i}" for i in (0, 1) for k in (1, 3)}
+    assert dot.parents == nested
+    assert dot.clusters["cluster_use_mix.1.b3"][1] == [
+        f"mix.1.b3.{n}" for n in ("conv", "bn", "relu")
+    ]
+    assert dot.clusters["cluster_use_mix.1"][1] == ["mix.1.cat"]  # its own layer, not its uses'
+    inside = {m for _, members in dot.clusters.values() for m in members}
+    assert set(dot.nodes) - inside == {"input", "pool", "sum", "gap", "fc"}
+    # inside its use a layer is named as its block names it; the hover text names it in full
+    assert text(dot.nodes["mix.1.b3.bn"]["label"]).split() == ["bn", "batchnorm"]
+    assert dot.nodes["mix.1.b3.conv"]["tooltip"].startswith("mix.1.b3.conv: output 6×8×8")
+    assert {(a, b) for a, b, _ in dot.edges} == set(graph.edges)
+
+
+def test_compact_draws_each_use_as_one_box():
+    dot, graph = draw(BLOCKS, compact=True)
+    assert " ".join(dot.nodes) == "input stem pool mix.0 mix.1 side sum gap fc"
+    assert not dot.clusters
+    box = dot.nodes["mix.1"]
+    assert " ".join(text(box["label"]).split()) == "mix.1 mixed 7 layers · 504 params → 12×8×8"
+    assert box["tooltip"] == (
+        "mix.1 (block mixed): 7 layers, output 12×8×8, 504 parameters, 30,720 MACs"
+    )
+    assert [(a, b, attrs["label"]) for a, b, attrs in dot.edges] == [
+        ("input", "stem", "3×16×16"),
+        ("stem", "pool", "8×16×16"),
+        ("pool", "mix.0", "8×8×8"),  # read by both branches, drawn once
+        ("mix.0", "mix.1", "8×8×8"),
+        ("pool", "side", "8×8×8"),
+        ("mix.1", "sum", "12×8×8"),
+        ("side", "sum", "12×8×8"),
+        ("sum", "gap", "12×8×8"),
+        ("gap", "fc", "12×1×1"),
+    ]
+    assert "block use" in text(dot.attrs["label"])  # the key names the boxes' colour
+    params = sum(graph.node(n).params for n in graph.nodes if n.startswith("mix.1."))
+    assert params == 6 * 8 + 6 * 8 * 9 + 2 * 2 * 6  # two convolutions and two batch norms

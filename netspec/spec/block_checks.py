@@ -26,6 +26,7 @@ from netspec.spec.expansion import (
     params_in,
     top_context,
 )
+from netspec.spec.layers import NAME_PATTERN
 
 
 class Checks:
@@ -38,7 +39,7 @@ class Checks:
 
     def run(self) -> list[Problem]:
         for name in self.blocks:
-            if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
+            if not re.match(NAME_PATTERN, name):
                 self.say(
                     self.doc.where(("blocks", name), key=True),
                     f"block name '{name}' must be letters, digits and _, starting with a letter",
@@ -93,14 +94,11 @@ class Checks:
         name_tok, kind = entry.get("name"), entry.get("type")
         if name_tok is None:
             self.say(entry.where, "missing required key 'name'", context)
-        elif not isinstance(name_tok.value, str) or not re.match(
-            r"^[A-Za-z][A-Za-z0-9_]*$", name_tok.value
-        ):
+        elif not isinstance(name_tok.value, str) or not re.match(NAME_PATTERN, name_tok.value):
             self.say(
                 name_tok.where,
                 f"name must be letters, digits and _, starting with a letter, got "
-                f"{name_tok.value!r}; a block's layers are named NAME.{name_tok.value} by "
-                "each use",
+                f"{name_tok.value!r}: each use names the block's layers USE.NAME itself",
                 context,
             )
         elif name_tok.value == BLOCK_INPUT:

@@ -108,6 +108,8 @@ def params_in(tok: Tok) -> Iterator[tuple[str, Tok]]:
 
 @dataclass(frozen=True)
 class Definition:
+    """A block as written: its layers as values that know where they are, to be copied."""
+
     name: str
     where: str  # of its name, under blocks:
     params: list[str]

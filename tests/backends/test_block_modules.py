@@ -10,7 +10,7 @@ from netspec import compile, load_spec
 from netspec.train.finetune import by_spec_names
 from tests.conftest import ROOT
 
-RESNET = ROOT / "tests/nets/resnet18.yaml"
+RESNET = ROOT / "tests/nets/torchvision/resnet18.yaml"
 
 
 def test_torchvision_resnet18_weights_load_as_they_are_and_compute_the_same():

@@ -16,7 +16,7 @@ from netspec.spec.blocks import MAX_LAYERS, expand_blocks
 from netspec.spec.document import BlockUse, read_yaml
 from tests.conftest import ROOT, SPECS, TEST_SPECS
 
-RESNET = ROOT / "tests/nets/resnet18.yaml"
+RESNET = ROOT / "tests/nets/torchvision/resnet18.yaml"
 BLOCKS = ROOT / "tests/nets/blocks.yaml"
 
 BASIC = """\

@@ -99,16 +99,30 @@ def python_string(text: str) -> str:
 
 
 def _attribute(name: str) -> str:
-    """The layer's submodule, read; its name is the state_dict key's, so a keyword stays."""
+    """The layer's submodule, read; its name is the state_dict key's, so a keyword stays, and
+    a block's dotted name (`layer1.0.conv1`) is a path through holder modules."""
+    if "." in name:
+        return f"self.get_submodule({python_string(name)})"
     if not keyword.iskeyword(name):
         return f"self.{name}"
     return f"getattr(self, {python_string(name)})"
 
 
 def _assign_attribute(name: str, module: str) -> str:
+    if "." in name:
+        parent, leaf = name.rsplit(".", 1)
+        holder = f"self.get_submodule({python_string(parent)})"
+        return f"{holder}.add_module({python_string(leaf)}, {module})"
     if not keyword.iskeyword(name):
         return f"self.{name} = {module}"
     return f"self.add_module({python_string(name)}, {module})"
+
+
+def _holders(names: list[str]) -> list[str]:
+    """The empty modules that hold a block's layers, outermost first, as torchvision nests
+    them (`layer1`, then `layer1.0`), so the state_dict keys are the layers' dotted names."""
+    prefixes = [name.rsplit(".", n)[0] for name in names for n in range(name.count("."), 0, -1)]
+    return list(dict.fromkeys(prefixes))
 
 
 def loads_weights(text: str, weights: str) -> bool:
@@ -152,6 +166,8 @@ def _class(graph: NetGraph, class_name: str, layers: list[tuple[Node, Source]]) 
         f"{INDENT}def __init__(self) -> None:",
         f"{INDENT * 2}super().__init__()",
     ]
+    for holder in _holders([node.name for node, _ in layers]):
+        lines += _call(_assign_attribute(holder, "nn.Module()"), INDENT * 2)
     for node, source in layers:
         lines += _call(_assign_attribute(node.name, source.module), INDENT * 2)
     names = _variables(graph, [INPUT] + [node.name for node, _ in layers], class_name)

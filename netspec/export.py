@@ -36,7 +36,7 @@ from netspec.train.checkpoint import (
     save_checkpoint,
     state_dict_in,
 )
-from netspec.train.finetune import by_spec_names
+from netspec.train.finetune import by_spec_names, layer_of
 
 if TYPE_CHECKING:
     import onnx
@@ -258,8 +258,8 @@ def first_mismatch(
             )
     names = {node.name for node in layers}
     for key in got:
-        if key.split(".", 1)[0] not in names:
-            return f"the checkpoint has {key}, but the spec has no layer {key.split('.', 1)[0]}"
+        if layer_of(key, names) is None:
+            return f"the checkpoint has {key}, but the spec has no layer it belongs to"
     return None
 
 

@@ -117,7 +117,12 @@ def test_node_names_are_the_spec_layers_and_the_batch_is_dynamic(paper):
     assert list(conv1.input) == ["input", "conv1.weight", "conv1.bias"]
 
 
-@pytest.mark.parametrize("path", [ROOT / "specs" / "alexnet-mini.yaml", ZOO], ids=lambda p: p.stem)
+BLOCKS = ROOT / "tests" / "nets" / "blocks.yaml"
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "specs" / "alexnet-mini.yaml", ZOO, BLOCKS], ids=lambda p: p.stem
+)
 def test_spec_from_a_checkpoint_equals_torch_at_two_batch_sizes(path, tmp_path):
     spec = load_spec(path)
     module = compile(spec)

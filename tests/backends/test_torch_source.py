@@ -69,7 +69,12 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-SMALL = {"alexnet-mini": MINI, "zoo": ZOO, "tiny": ROOT / "tests/nets/tiny.yaml"}
+SMALL = {
+    "alexnet-mini": MINI,
+    "zoo": ZOO,
+    "tiny": ROOT / "tests/nets/tiny.yaml",
+    "blocks": ROOT / "tests/nets/blocks.yaml",  # dotted names: layers inside holder modules
+}
 
 
 @pytest.fixture(scope="module")

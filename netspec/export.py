@@ -259,7 +259,7 @@ def first_mismatch(
     names = {node.name for node in layers}
     for key in got:
         if layer_of(key, names) is None:
-            return f"the checkpoint has {key}, but the spec has no layer it belongs to"
+            return f"the checkpoint has {key}, but the spec has no layer {key.rsplit('.', 1)[0]}"
     return None
 
 

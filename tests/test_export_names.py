@@ -22,6 +22,8 @@ from netspec.spec.layers import INPUT, NAME_PATTERN, TORCH_MODULE_ATTRIBUTES
 from netspec.spec.model import Spec
 from netspec.train.runfolder import spec_yaml
 
+pytestmark = pytest.mark.slow  # hypothesis exports and runs dozens of nets: seconds
+
 ort = pytest.importorskip("onnxruntime")
 
 

@@ -10,6 +10,8 @@ from PIL import Image
 from netspec.inspect.confusion import Confusion, most_confident_errors
 from tests.inspect.conftest import TINY, run
 
+pytestmark = pytest.mark.slow  # a trained run evaluated: seconds
+
 CLASSES = ["a", "b", "c", "d"]
 
 

@@ -13,6 +13,8 @@ from netspec.inspect.trained import open_trained
 from netspec.train.folder import open_split
 from tests.inspect.conftest import run
 
+pytestmark = pytest.mark.slow  # networks run over whole splits: seconds
+
 
 def brute_force(queries: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     q, b = queries.astype(np.float64), bank.astype(np.float64)

@@ -13,6 +13,8 @@ from netspec.train.finetune import copy_matching
 from netspec.train.loop import train
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # torchvision's full-size AlexNet: seconds
+
 TORCHVISION = ROOT / "specs/torchvision-alexnet.yaml"
 TINY = ROOT / "tests/nets/tiny.yaml"
 
@@ -70,7 +72,6 @@ def test_init_from_and_resume_together_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--init-from starts a new run" in err[0]
 
 
-@pytest.mark.slow
 @pytest.mark.usefixtures("own_cache")
 def test_a_run_starts_from_another_runs_checkpoint(data, tmp_path, capsys):
     first = tmp_path / "first"

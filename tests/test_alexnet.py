@@ -59,6 +59,7 @@ def test_paper_alexnet_without_groups_has_more_parameters():
     assert build_graph(spec).net.params == 62_378_344
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_paper_alexnet_initialisation():
     torch.manual_seed(0)
     model = compile(load_spec(ROOT / "specs/alexnet.yaml"))
@@ -70,6 +71,7 @@ def test_paper_alexnet_initialisation():
         assert torch.all(module.bias == (1.0 if one else 0.0))
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_torchvision_alexnet_equivalence():
     spec = load_spec(ROOT / "specs/torchvision-alexnet.yaml")
     assert build_graph(spec).net.params == 61_100_840

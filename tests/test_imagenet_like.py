@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from benchmarks.imagenet_like import SIZES, make_folder
@@ -11,6 +12,7 @@ def _bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.JPEG"))}
 
 
+@pytest.mark.slow  # photo-like JPEGs drawn and encoded: the slow lane
 def test_folder_of_textured_jpegs_that_follow_the_seed(tmp_path: Path):
     root = make_folder(tmp_path / "a", classes=2, train_per_class=3, val_per_class=1)
     assert root == tmp_path / "a"

@@ -13,6 +13,7 @@ def test_t_table_printed_values():
     assert [t975(d) for d in (1, 2, 4, 10, 30)] == [12.706, 4.303, 2.776, 2.228, 2.042]
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_t_table_against_scipy():
     stats = pytest.importorskip("scipy.stats")
     for df, value in T975.items():

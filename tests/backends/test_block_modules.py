@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from netspec.backends.torch_module import Uses
@@ -13,6 +14,7 @@ from tests.conftest import ROOT
 RESNET = ROOT / "tests/nets/torchvision/resnet18.yaml"
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_torchvision_resnet18_weights_load_as_they_are_and_compute_the_same():
     spec = load_spec(RESNET)
     theirs = _filled(torchvision.models.resnet18)

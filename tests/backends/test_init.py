@@ -1,5 +1,6 @@
 """Each weight is drawn once, from the distribution the spec names, in the graph's order."""
 
+import pytest
 import torch
 import torchvision
 
@@ -7,6 +8,7 @@ from netspec import compile, load_spec
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_torch_init_is_torchvisions_draw_for_draw():
     """With one seed, torchvision's constructor and `compile` draw the same weights and
     leave the generator in the same state: torch's default, drawn once."""
@@ -23,6 +25,7 @@ def test_torch_init_is_torchvisions_draw_for_draw():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_paper_init_draws_each_weight_once_and_sets_biases():
     torch.manual_seed(5)
     model = compile(load_spec(ROOT / "specs/alexnet.yaml"))

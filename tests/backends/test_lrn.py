@@ -172,6 +172,7 @@ def test_backward_reference_is_the_numerical_derivative():
     np.testing.assert_allclose(x.grad.numpy(), numeric, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 @pytest.mark.parametrize("convention", ["paper", "torch", "caffe"])
 @pytest.mark.parametrize("size", [3, 4])
 def test_gradcheck(convention, size):

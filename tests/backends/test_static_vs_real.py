@@ -7,8 +7,17 @@ from netspec import build_graph, compile, load_spec
 from netspec.ir.graph import INPUT, order
 from tests.conftest import SPECS, TEST_SPECS
 
+FULL_SIZE = {"alexnet.yaml", "torchvision-alexnet.yaml"}  # seconds each: the slow lane
 
-@pytest.mark.parametrize("path", SPECS + TEST_SPECS, ids=lambda p: p.name)
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p.name in FULL_SIZE else p
+        for p in SPECS + TEST_SPECS
+    ],
+    ids=lambda p: p.name,
+)
 def test_static_shapes_and_params_match_real_module(path):
     spec = load_spec(path)
     graph = build_graph(spec)

@@ -52,7 +52,7 @@ def test_tower_dropout_keeps_its_slice_of_the_grouped_mask():
     assert 0 < int((whole == 0).sum()) < whole.numel()  # a real mask, not all or nothing
 
 
-@pytest.mark.parametrize("net", ["alexnet", "zoo", "shared"])
+@pytest.mark.parametrize("net", [pytest.param("alexnet", marks=pytest.mark.slow), "zoo", "shared"])
 def test_state_slices_fit_the_towers_and_join_back_exactly(net):
     spec = load_spec(NETS[net][0])
     graph = build_graph(spec)

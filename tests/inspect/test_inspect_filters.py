@@ -114,6 +114,7 @@ def test_picture_has_a_band_a_group(tmp_path, capsys):
         assert img.format == "PNG" and img.width >= 360
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_a_later_layer_shows_one_input_channel(tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "c.pt")
     png = tmp_path / "conv2.png"

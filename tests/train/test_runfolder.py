@@ -104,6 +104,7 @@ def test_a_held_folder_is_refused_and_freed_afterwards(data, tmp_path, capsys):
         pass
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_a_finished_run_is_not_started_over(data, tmp_path, capsys):
     run = tmp_path / "run"
     train(load_spec(TINY, ["train.epochs=1"]), data, run, log=quiet)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
 import torch
 
 from netspec import load_spec
@@ -20,6 +21,7 @@ TINY = ROOT / "tests" / "nets" / "tiny.yaml"
 SETTINGS = ["train.epochs=3", "data.workers=0", "train.lr=0.05"]
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_a_run_ends_with_its_best_epoch_its_checkpoints_and_the_eval_command(
     data, tmp_path, capsys
 ):

@@ -199,6 +199,7 @@ def test_ten_crop_evaluation_averages_softmax_over_crops(data):
     assert got["val_top1"] == pytest.approx(correct / total)
 
 
+@pytest.mark.slow  # full-size nets or a trained run: the slow lane
 def test_pixel_scale_multiplies_what_the_network_sees(data):
     spec = load_spec(TINY, ["data.workers=0", "data.pixel_scale=255"])
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from netspec import compile, load_spec
 from netspec.train.finetune import by_spec_names
 from tests.conftest import ROOT
 
-RESNET = ROOT / "tests/nets/torchvision/resnet18.yaml"
+RESNET = ROOT / "specs/zoo/resnet18.yaml"
 
 
 @pytest.mark.slow  # full-size nets or a trained run: the slow lane

@@ -16,7 +16,7 @@ from netspec.spec.blocks import MAX_LAYERS, expand_blocks
 from netspec.spec.document import BlockUse, read_yaml
 from tests.conftest import ROOT, SPECS, TEST_SPECS
 
-RESNET = ROOT / "tests/nets/torchvision/resnet18.yaml"
+RESNET = ROOT / "specs/zoo/resnet18.yaml"
 BLOCKS = ROOT / "tests/nets/blocks.yaml"
 
 BASIC = """\
@@ -78,7 +78,7 @@ def test_in_is_the_use_input_and_copies_chain():
     assert graph.inputs_of("layer2.0.proj") == ["layer1.1.relu2"]  # `in` of the down copy
     assert graph.inputs_of("layer2.0.add") == ["layer2.0.bn2", "layer2.0.projbn"]
     assert graph.inputs_of("avgpool") == ["layer4.1.relu2"]
-    assert graph.node("layer2.0.conv1").shape == (128, 8, 8)
+    assert graph.node("layer2.0.conv1").shape == (128, 28, 28)
     assert graph.node("layer2.1.conv1").layer.stride == (1, 1)  # the copy that uses basic
 
 

@@ -16,7 +16,7 @@ from netspec.spec.model import Spec
 from netspec.spec.schema import spec_schema
 from tests.conftest import ROOT
 
-RESNET = yaml.safe_load((ROOT / "tests/nets/torchvision/resnet18.yaml").read_text())
+RESNET = yaml.safe_load((ROOT / "specs/zoo/resnet18.yaml").read_text())
 CONV = {"name": "c", "type": "conv", "filters": 8, "kernel": 3}
 
 

@@ -170,6 +170,7 @@ class Expander:
         self.doc = doc
         self.blocks = blocks
         self.levels = itertools.count()
+        self.written_in: dict[int, str] = {}  # an expansion → the prefix of the scope of its use
         self.last = INPUT  # the flat layer emitted last: the one a layer reads by default
         self.flat: list[tuple[Tok, Origin]] = []
         self.layers_of: dict[str, list[str]] = {}  # a use of the spec's list → its layers
@@ -228,6 +229,7 @@ class Expander:
             block = self.blocks[copy.block]
             path = f"{prefix}{name}" + (f".{r}" if repeat and repeat.value else "")
             level = next(self.levels)
+            self.written_in[level] = prefix
             start = len(self.flat)
             frame = BlockUse(path, block.name, entry.where)
             self.scope(block, path + ".", source, copy.bindings, level, (*uses, frame))
@@ -285,7 +287,11 @@ class Expander:
             items["inputs"] = (entry.where, replace(entry, value=[replace(entry, value=prev)]))
         key = entry.get("weights_key")
         if prefix and key is not None and isinstance(key.value, str):
-            items["weights_key"] = (items["weights_key"][0], replace(key, value=prefix + key.value))
+            # a key is read where it was written: in the block, under this copy's name; given
+            # by a use's `with`, under the name of the scope that use is in
+            given = [level for level, _ in key.marks]
+            scope = self.written_in[min(given)] if given else prefix
+            items["weights_key"] = (items["weights_key"][0], replace(key, value=scope + key.value))
         shown = flat if prefix and isinstance(flat, str) else written
         self.flat.append((replace(entry, value=items), Origin(written, shown, uses)))
         self.last = flat if isinstance(flat, str) else ""

@@ -92,6 +92,43 @@ def test_weights_key_in_a_block_is_the_use_s():
     }
 
 
+KEYED = """\
+name: k
+input: [3, 8, 8]
+classes: 4
+blocks:
+  conv:
+    params: [key]
+    layers:
+      - {name: conv, type: conv, filters: 4, kernel: 3, padding: 1, weights_key: $key}
+      - {name: bn, type: batchnorm, weights_key: norm}
+  pair:
+    params: [second]
+    layers:
+      - {name: a, use: conv, with: {key: first}}
+      - {name: b, use: conv, with: {key: $second}}
+layers:
+  - {name: stem, use: conv, repeat: [{with: {key: features.0}}, {with: {key: features.2}}]}
+  - {name: outer, use: pair, with: {second: features.5}}
+  - {name: fc, type: linear, units: classes}
+"""
+
+
+def test_a_weights_key_is_read_where_it_was_written(tmp_path):
+    spec = load_spec(write(tmp_path, KEYED))
+    keys = {layer.name: layer.weights_key for layer in spec.layers if layer.weights_key}
+    assert keys == {
+        "stem.0.conv": "features.0",  # given in the spec's list: as written
+        "stem.0.bn": "stem.0.norm",  # written in the block: under the copy's name
+        "stem.1.conv": "features.2",
+        "stem.1.bn": "stem.1.norm",
+        "outer.a.conv": "outer.first",  # given by a use inside block pair: under outer
+        "outer.a.bn": "outer.a.norm",
+        "outer.b.conv": "features.5",  # passed down from the spec's list, through $second
+        "outer.b.bn": "outer.b.norm",
+    }
+
+
 def test_nested_uses_a_repeat_list_and_explicit_inputs():
     graph = build_graph(load_spec(BLOCKS))
     assert graph.node("mix.0.b1.conv").shape == (4, 8, 8)

@@ -38,12 +38,17 @@ def layer_of(key: str, names: Iterable[str]) -> str | None:
 
 def by_spec_names(weights: dict[str, torch.Tensor], spec: Spec) -> dict[str, torch.Tensor]:
     """`weights` with each tensor of a layer's `weights_key` under the layer's own name, so
-    that a file named otherwise (torchvision's `features.0.weight`) reads as the spec's."""
-    renames = {key: name for name, key in source_keys(spec).items() if key != name}
+    that a file named otherwise (torchvision's `features.0.weight`) reads as the spec's. A key
+    that a longer layer name of the spec prefixes is that layer's own, as a file the spec
+    wrote names it: `features.0.conv.weight` stays where `features.0` is another's key."""
+    keys = source_keys(spec)
+    renames = {key: name for name, key in keys.items() if key != name}
     named = {}
     for key, tensor in weights.items():
-        source = layer_of(key, renames)
-        named[f"{renames[source]}{key[len(source) :]}" if source else key] = tensor
+        source, own = layer_of(key, renames), layer_of(key, keys)
+        if source and not (own and len(own) > len(source)):
+            key = f"{renames[source]}{key[len(source) :]}"
+        named[key] = tensor
     return named
 
 

@@ -9,7 +9,7 @@ import torchvision
 from netspec import compile, load_spec
 from netspec.cli import main
 from netspec.errors import UsageError
-from netspec.train.finetune import copy_matching
+from netspec.train.finetune import by_spec_names, copy_matching
 from netspec.train.loop import train
 from tests.conftest import ROOT
 
@@ -53,6 +53,25 @@ def test_other_classes_keep_the_specs_last_layer_and_say_so(torchvision_file):
     }
     assert torch.equal(model.fc8.weight, fresh_fc8)  # the spec's own initialisation
     assert "initialised fresh: fc8 (classifier.6.weight is 1000×4096" in copied.line(path)
+
+
+def test_a_key_under_a_longer_layer_name_is_that_layers_own(tmp_path):
+    # features.0.conv reads torchvision's features.0 (its weights_key); a file of the spec's
+    # own names, features.0.conv.weight, is not renamed to features.0.conv.conv.weight
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ninput: [3, 8, 8]\nclasses: 2\nlayers:\n"
+        "  - {name: features.0.conv, type: conv, filters: 4, kernel: 3, weights_key: features.0}\n"
+        "  - {name: features.1.fc, type: linear, units: classes}\n"
+    )
+    spec = load_spec(tmp_path / "s.yaml")
+    theirs = {"features.0.weight": 1, "features.0.bias": 2, "features.1.fc.weight": 3}
+    assert by_spec_names(theirs, spec) == {
+        "features.0.conv.weight": 1,
+        "features.0.conv.bias": 2,
+        "features.1.fc.weight": 3,
+    }
+    ours = {"features.0.conv.weight": 1, "features.0.conv.bias": 2}
+    assert by_spec_names(ours, spec) == ours
 
 
 def test_a_file_that_matches_nothing_or_is_no_state_dict_is_one_line(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from netspec.cli import main
-from tests.conftest import ROOT, SPECS, TEST_SPECS
+from tests.conftest import ROOT, SPECS, TEST_SPECS, ZOO_SPECS
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -83,7 +83,7 @@ def test_schema_accepts_every_shipped_spec():
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     validator = jsonschema.Draft202012Validator(schema)
-    for path in SPECS + TEST_SPECS:
+    for path in SPECS + TEST_SPECS + ZOO_SPECS:
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
         assert errors == [], (path, errors[:1])
     assert not validator.is_valid(

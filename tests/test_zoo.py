@@ -29,11 +29,13 @@ pytestmark = pytest.mark.slow  # full-size nets: seconds each to build and run
 # each spec, and torchvision's model as the spec mirrors it
 ZOO: dict[str, Callable[[], nn.Module]] = {
     "specs/torchvision-alexnet.yaml": partial(torchvision.models.alexnet, weights=None),
+    "specs/zoo/vgg16.yaml": partial(torchvision.models.vgg16, weights=None),
     "specs/zoo/resnet18.yaml": partial(torchvision.models.resnet18, weights=None),
 }
 # torchvision's own counts (its weights' `num_params`), which each spec's must equal
 PARAMETERS = {
     "specs/torchvision-alexnet.yaml": 61_100_840,
+    "specs/zoo/vgg16.yaml": 138_357_544,
     "specs/zoo/resnet18.yaml": 11_689_512,
 }
 # weights past which the ONNX check is skipped: VGG-16's 553 MB take 24 s to write and run here

@@ -31,12 +31,21 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "specs/torchvision-alexnet.yaml": partial(torchvision.models.alexnet, weights=None),
     "specs/zoo/vgg16.yaml": partial(torchvision.models.vgg16, weights=None),
     "specs/zoo/resnet18.yaml": partial(torchvision.models.resnet18, weights=None),
+    # no auxiliary classifiers, and the input as given (see the spec's header)
+    "specs/zoo/googlenet.yaml": partial(
+        torchvision.models.googlenet,
+        weights=None,
+        aux_logits=False,
+        transform_input=False,
+        init_weights=False,
+    ),
 }
 # torchvision's own counts (its weights' `num_params`), which each spec's must equal
 PARAMETERS = {
     "specs/torchvision-alexnet.yaml": 61_100_840,
     "specs/zoo/vgg16.yaml": 138_357_544,
     "specs/zoo/resnet18.yaml": 11_689_512,
+    "specs/zoo/googlenet.yaml": 6_624_904,
 }
 # weights past which the ONNX check is skipped: VGG-16's 553 MB take 24 s to write and run here
 ONNX_LIMIT = 300 * 2**20

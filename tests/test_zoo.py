@@ -39,6 +39,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
         transform_input=False,
         init_weights=False,
     ),
+    "specs/zoo/squeezenet1_1.yaml": partial(torchvision.models.squeezenet1_1, weights=None),
 }
 # torchvision's own counts (its weights' `num_params`), which each spec's must equal
 PARAMETERS = {
@@ -46,6 +47,7 @@ PARAMETERS = {
     "specs/zoo/vgg16.yaml": 138_357_544,
     "specs/zoo/resnet18.yaml": 11_689_512,
     "specs/zoo/googlenet.yaml": 6_624_904,
+    "specs/zoo/squeezenet1_1.yaml": 1_235_496,
 }
 # weights past which the ONNX check is skipped: VGG-16's 553 MB take 24 s to write and run here
 ONNX_LIMIT = 300 * 2**20

@@ -22,6 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from netspec import build_graph, compile, load_spec
 from netspec.cli import main
 from netspec.train.finetune import copy_matching
+from netspec.train.loop import train
+from netspec.train.shapes_data import ensure_shapes
 from tests.conftest import ROOT, ZOO_SPECS
 
 pytestmark = pytest.mark.slow  # full-size nets: seconds each to build and run
@@ -158,3 +160,15 @@ def test_it_exports_to_onnx(pair, tmp_path):
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_resnet18_trains_an_epoch_on_shapes(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+    data = ensure_shapes(tmp_path / "shapes", seed=3, size=72, train_per_class=8, val_per_class=2)
+    small = ["input=[3,64,64]", "data.resize=72", "data.crop=64", "classes=10"]
+    epoch = ["train.batch_size=16", "train.epochs=1", "data.workers=0"]
+    spec = load_spec(ROOT / "specs/zoo/resnet18.yaml", small + epoch)
+    (row,) = train(spec, data, tmp_path / "run", log=lambda *_: None)
+    assert row["epoch"] == 1
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+    assert (tmp_path / "run" / "last.pt").is_file()

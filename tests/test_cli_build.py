@@ -78,6 +78,7 @@ def test_build_exit_status_and_no_traceback_on_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # seconds of work: the slow lane keeps the fast one under 30 s
 def test_schema_accepts_every_shipped_spec():
     result = run("schema")
     assert result.returncode == 0

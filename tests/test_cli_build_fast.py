@@ -15,6 +15,8 @@ status = main(sys.argv[1:])
 print(status, sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision"}))
 """
 
+pytestmark = pytest.mark.slow  # fresh interpreters: about half a second each
+
 
 def build_in_fresh_process(*args: str) -> str:
     done = subprocess.run(

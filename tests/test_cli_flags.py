@@ -121,6 +121,7 @@ def in_fresh_process(argvs: list[list[str]]) -> tuple[list[tuple[int, str]], lis
     return [tuple(a) for a in answers], imported
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_flag_mistakes_are_one_line_before_torch_is_imported():
     answers, imported = in_fresh_process([argv for argv, _ in REFUSED])
     assert answers == [(2, f"{message}\n") for _, message in REFUSED]
@@ -143,6 +144,7 @@ except SystemExit as exc:
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_version_names_netspec_and_torch_without_importing_torch():
     done = subprocess.run(
         [sys.executable, "-c", VERSION], capture_output=True, text=True, cwd=ROOT, timeout=120

@@ -20,6 +20,7 @@ def test_t_table_against_scipy():
         assert value == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4), df
 
 
+@pytest.mark.slow  # seconds of work: the slow lane keeps the fast one under 30 s
 def test_between_tabled_values_the_interval_is_wider_not_narrower():
     stats = pytest.importorskip("scipy.stats")
     for df in (35, 50, 90, 500):

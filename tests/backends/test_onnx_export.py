@@ -121,7 +121,9 @@ BLOCKS = ROOT / "tests" / "nets" / "blocks.yaml"
 
 
 @pytest.mark.parametrize(
-    "path", [ROOT / "specs" / "alexnet-mini.yaml", ZOO, BLOCKS], ids=lambda p: p.stem
+    "path",
+    [pytest.param(ROOT / "specs" / "alexnet-mini.yaml", marks=pytest.mark.slow), ZOO, BLOCKS],
+    ids=lambda p: p.stem,
 )
 def test_spec_from_a_checkpoint_equals_torch_at_two_batch_sizes(path, tmp_path):
     spec = load_spec(path)

@@ -93,6 +93,7 @@ def test_a_set_key_deeper_than_any_spec_is_refused():
     assert line.endswith(f"KEY has {MAX_DEPTH + 1} parts; a spec nests at most {MAX_DEPTH} deep")
 
 
+@pytest.mark.slow  # seconds of work: the slow lane keeps the fast one under 30 s
 def test_values_are_counted_in_the_text_and_after_expansion():
     many = "[" + ", ".join(["1"] * (MAX_VALUES + 1)) + "]"
     assert "the text holds more than" in problem(parse_yaml, f"a: {many}\n", "f.yaml")

@@ -199,6 +199,7 @@ def trained(data, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # seconds of work: the slow lane keeps the fast one under 30 s
 def test_eval_takes_the_runs_data_settings_from_the_checkpoint(data, trained, tmp_path, capsys):
     # a spec file whose data section differs from the run's: the checkpoint's settings win
     other = tmp_path / "tiny-resize-40.yaml"

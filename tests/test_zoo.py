@@ -162,13 +162,25 @@ def test_it_exports_to_onnx(pair, tmp_path):
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_resnet18_trains_an_epoch_on_shapes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def small_shapes(tmp_path_factory):
+    return ensure_shapes(
+        tmp_path_factory.mktemp("shapes"), seed=3, size=72, train_per_class=8, val_per_class=2
+    )
+
+
+# SqueezeNet's classifier is a convolution of one map per class: its filters are the classes
+TEN_CLASSES = {"specs/zoo/squeezenet1_1.yaml": "layers.classifier.1.filters=10"}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in ZOO if p.startswith("specs/zoo/")))
+def test_each_trains_an_epoch_on_shapes(path, small_shapes, tmp_path, monkeypatch):
     monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
-    data = ensure_shapes(tmp_path / "shapes", seed=3, size=72, train_per_class=8, val_per_class=2)
-    small = ["input=[3,64,64]", "data.resize=72", "data.crop=64", "classes=10"]
+    small = ["input=[3,64,64]", "data.resize=72", "data.crop=64"]
+    small.append(TEN_CLASSES.get(path, "classes=10"))
     epoch = ["train.batch_size=16", "train.epochs=1", "data.workers=0"]
-    spec = load_spec(ROOT / "specs/zoo/resnet18.yaml", small + epoch)
-    (row,) = train(spec, data, tmp_path / "run", log=lambda *_: None)
+    spec = load_spec(ROOT / path, small + epoch)
+    (row,) = train(spec, small_shapes, tmp_path / "run", log=lambda *_: None)
     assert row["epoch"] == 1
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
     assert (tmp_path / "run" / "last.pt").is_file()

@@ -49,12 +49,18 @@ def _apply(doc: Document, text: str, where: str, in_file: set[str]) -> None:
         raise _Bad(f"KEY has {len(steps)} parts; a spec nests at most {MAX_DEPTH} deep")
     node: Any = doc.data
     loc: Loc = ()
-    for i, step in enumerate(steps[:-1]):
-        node, index = _step(node, step, steps[i + 1], loc, ".".join(steps[: i + 1]))
+    i = 0
+    while True:
+        step, width = _take(node, steps, i)
+        if i + width == len(steps):
+            break
+        shown = ".".join(steps[: i + width])
+        node, index = _step(node, step, steps[i + width], loc, shown)
         loc = (*loc, index)
         for table in (doc.values, doc.keys):
             table.setdefault(loc, where)  # a section the override adds is located at it
-    last = _final_index(node, steps[-1], loc)
+        i += width
+    last = _final_index(node, step, loc)
     loc = (*loc, last)
     parsed = parse_yaml(value, where, base=loc, where=where)
     if parsed.data is None and value.strip() and loc[:-1] == ("layers",):
@@ -125,6 +131,17 @@ def _locate(doc: Document, loc: Loc, where: str) -> None:
         for old in [k for k in table if k[: len(loc)] == loc]:
             del table[old]
         table[loc] = where
+
+
+def _take(node: Any, steps: list[str], i: int) -> tuple[str, int]:
+    """The step at `i`, and how many of KEY's parts it takes: in a list of layers, the
+    longest run of parts that is a layer's name, as a dotted name (`classifier.1`) is one."""
+    if isinstance(node, list):
+        names = {item.get("name") for item in node if isinstance(item, dict)}
+        for width in range(len(steps) - i, 1, -1):
+            if ".".join(steps[i : i + width]) in names:
+                return ".".join(steps[i : i + width]), width
+    return steps[i], 1
 
 
 def _step(node: Any, step: str, following: str, loc: Loc, shown: str) -> tuple[Any, str | int]:

@@ -76,3 +76,17 @@ def test_each_part_of_a_dotted_name_is_checked(tmp_path, name, why):
         load_spec(path)
     (problem,) = info.value.problems
     assert why in str(problem)
+
+
+def test_set_reaches_a_layer_whose_name_is_dotted(tmp_path):
+    spec = tmp_path / "dotted.yaml"
+    spec.write_text(
+        "name: dotted\ninput: [3, 8, 8]\nclasses: 4\nlayers:\n"
+        "  - {name: classifier.0, type: conv, filters: 6, kernel: 3}\n"
+        "  - {name: classifier.1, type: conv, filters: 2, kernel: 1}\n"
+        "  - {name: flat, type: flatten}\n"
+    )
+    changed = load_spec(spec, ["layers.classifier.1.filters=4"])
+    assert [layer.filters for layer in changed.layers[:2]] == [6, 4]
+    removed = load_spec(spec, ["layers.classifier.1=null"])
+    assert [layer.name for layer in removed.layers] == ["classifier.0", "flat"]

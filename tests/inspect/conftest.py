@@ -1,4 +1,4 @@
-"""What the inspection tests share: the tiny spec's images, and checkpoints made without
+"""What the inspection tests share (beside tests/conftest.py's images): checkpoints made without
 training (weights as drawn, or as a test sets them) for everything but the trained runs."""
 
 from collections.abc import Callable
@@ -11,26 +11,13 @@ from netspec import compile, load_spec
 from netspec.cli import main
 from netspec.train.checkpoint import save_checkpoint
 from netspec.train.runfolder import spec_yaml
-from netspec.train.shapes_data import CLASSES, ensure_shapes
+from netspec.train.shapes_data import CLASSES
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests/nets/tiny.yaml"
 # No statistics to fit and no loader processes to start: the fast tests stay fast.
 PLAIN = ["data.mean=none", "data.pca=none", "data.workers=0"]
 NAMES = sorted(CLASSES)
-
-
-@pytest.fixture(scope="session")
-def data(tmp_path_factory):
-    """`shapes` at 32 pixels, 6 training and 3 validation images a class."""
-    return ensure_shapes(
-        tmp_path_factory.mktemp("cache"), seed=3, size=32, train_per_class=6, val_per_class=3
-    )
-
-
-@pytest.fixture
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
 
 
 def make_checkpoint(

@@ -9,19 +9,16 @@ takes a command to import torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from netspec import outputs
 from netspec.errors import SpecError, UsageError, tell
+from netspec.versions import installed, torch_version
 
 if TYPE_CHECKING:
     from netspec.ir.records import NetGraph
@@ -113,29 +110,8 @@ class Version(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> NoReturn:
-        print(f"netspec {_installed('netspec')} (torch {_torch_version()})")
+        print(f"netspec {installed('netspec')} (torch {torch_version()})")
         parser.exit()
-
-
-def _installed(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _torch_version() -> str:
-    """torch.__version__, read from torch/version.py: the package's metadata may leave out
-    the build (2.4.1, not 2.4.1+cu121), which tells a CUDA build from a CPU one."""
-    found = find_spec("torch")
-    if found is None or not found.submodule_search_locations:
-        return "not installed"
-    with contextlib.suppress(OSError, ValueError):
-        source = Path(found.submodule_search_locations[0], "version.py").read_text()
-        assigned = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", source, re.M)
-        if assigned:
-            return assigned[1]
-    return _installed("torch")
 
 
 def _spec_arguments(p: argparse.ArgumentParser) -> None:

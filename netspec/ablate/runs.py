@@ -34,6 +34,7 @@ from netspec.interrupt import (
 )
 from netspec.spec.model import load_spec
 from netspec.train.runfolder import RunFolder, changed_keys, spec_yaml
+from netspec.versions import netspec_source, torch_version
 
 State = Literal["new", "resume", "finished", "diverged"]
 STATUS = "ablate.json"  # beside the run's own files: the data it used, and whether it diverged
@@ -51,23 +52,45 @@ class Job:
     variant: str
     seed: int
     folder: Path
+    setting: str = ""  # the tuned override it trains with, after the variant's own
+    tuning: bool = False  # a run that picks the setting, not one that is reported
 
     @property
     def label(self) -> str:
-        return f"{self.variant} seed {self.seed}"
+        return f"{self.variant} seed {self.seed}" + (f" at {self.setting}" if self.setting else "")
 
 
-def jobs_of(plan: Plan) -> list[Job]:
-    """Every variant × seed, variants in the study's order."""
+def tuning_jobs(plan: Plan) -> list[Job]:
+    """Every variant × tuned value × tuning seed, in `VARIANT/tune/KEY=VALUE/seedN`."""
+    tune = plan.study.tune
+    if tune is None:
+        return []
     return [
-        Job(variant, seed, plan.out / variant / f"seed{seed}")
+        Job(variant, seed, plan.out / variant / "tune" / setting / f"seed{seed}", setting, True)
         for variant in plan.study.variants
-        for seed in plan.seeds
+        for setting in plan.tuned()
+        for seed in tune.seed_list()
+    ]
+
+
+def jobs_of(plan: Plan, chosen: dict[str, str] | None = None) -> list[Job]:
+    """Every variant × its reporting seeds, variants in the study's order; `chosen`: each
+    variant's tuned override."""
+    return [
+        Job(variant, seed, plan.out / variant / f"seed{seed}", (chosen or {}).get(variant, ""))
+        for variant in plan.study.variants
+        for seed in plan.seeds_of(variant)
     ]
 
 
 def train_overrides(plan: Plan, job: Job) -> list[str]:
-    return [*plan.overrides(job.variant), f"train.seed={job.seed}", f"train.epochs={plan.epochs}"]
+    tuned = [job.setting] if job.setting else []
+    return [
+        *plan.overrides(job.variant),
+        *tuned,
+        f"train.seed={job.seed}",
+        f"train.epochs={plan.epochs}",
+    ]
 
 
 def read_status(job: Job) -> dict:
@@ -161,6 +184,11 @@ class Runner:
         self.plan, self.data, self.jobs, self.log = plan, data, jobs, log
         self.flags = flags
         self.env = thread_env(jobs)
+        self.trained_by = {  # what a run's numbers depend on besides its spec and data
+            "netspec": netspec_source(),
+            "torch": torch_version(),
+            "threads": self.env["OMP_NUM_THREADS"],
+        }
         self.mistaken = False  # a run exited with status 2: the others would repeat it
         self.done = 0
         self.running: list[_Running] = []
@@ -193,7 +221,7 @@ class Runner:
 
     def start(self, job: Job, state: State) -> _Running:
         job.folder.mkdir(parents=True, exist_ok=True)
-        self.mark(job, "running")
+        self.mark(job, "running", trained_by=self.trained_by)
         with open(job.folder / LOG, "a") as log:
             process = subprocess.Popen(
                 command(self.plan, job, self.data, state == "resume", self.flags),
@@ -254,9 +282,12 @@ class Runner:
         self.log(f"[{self.done}/{self.total}] {job.label}: {outcome.status} in {took:.0f} s{said}")
         return outcome
 
-    def mark(self, job: Job, status: str) -> None:
+    def mark(self, job: Job, status: str, **more: object) -> None:
+        """ablate.json: the data and the status, and what the run was trained by (kept from
+        its start, so that a summary can name the code behind every number)."""
+        kept = {k: v for k, v in read_status(job).items() if k not in ("data", "status")}
         with atomic_write(job.folder / STATUS) as f:
-            f.write(json.dumps({"data": self.data, "status": status}))
+            f.write(json.dumps({"data": self.data, "status": status, **kept, **more}))
 
 
 def _last_line(path: Path) -> str:

@@ -1,26 +1,28 @@
-"""The study file: which spec, which data, which variants, how many seeds.
+"""The study file: which spec, which data, which variants, how many seeds, what to tune.
 
 Read and validated like a spec (safe YAML with positions, pydantic, located messages). Each
-variant is a list of `--set` overrides; they are checked against the spec when the study is
-loaded, so a misspelt layer is reported at its line in the study file before anything trains.
-Paths in the file are relative to the file.
+variant is a list of `--set` overrides, or a mapping with the list (`set`) and a smaller
+number of seeds; they are checked against the spec when the study is loaded, so a misspelt
+layer is reported at its line in the study file before anything trains. Paths in the file are
+relative to the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from netspec.errors import Problem, SpecError, UsageError
 from netspec.spec.document import Document, read_yaml
-from netspec.spec.model import Spec, load_spec, validate_as
+from netspec.spec.model import load_spec, validate_as
 from netspec.spec.settings import Strict
 
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names become folder names
@@ -28,6 +30,9 @@ SET_BY_THE_STUDY = {"train.seed": "seeds", "train.epochs": "epochs"}
 OUTPUTS = ("results.csv", "summary.md", "curves.png")  # beside the variants' folders
 MAX_SEEDS = 1000  # per variant: more is a typo, and a count becomes a list of that length
 SEED_LIMIT = 2**63  # train.seed is below it
+# a tuning seed count n stands for seeds 1000 … 1000 + n − 1: a count of reporting seeds is at
+# most MAX_SEEDS, so the two never meet, and the tuning runs stay put when --seeds changes
+TUNE_SEEDS_FROM = MAX_SEEDS
 
 
 def _overrides(items: list[str]) -> list[str]:
@@ -73,6 +78,68 @@ def _not_an_output(name: str) -> str:
 
 Overrides = Annotated[list[str], AfterValidator(_overrides)]
 VariantName = Annotated[str, Field(pattern=FOLDER_NAME), AfterValidator(_not_an_output)]
+Seeds = Annotated[
+    Annotated[int, Field(ge=1)] | Annotated[list[int], Field(min_length=1)],
+    AfterValidator(check_seeds),
+]
+
+
+class Variant(Strict):
+    """A variant that runs fewer seeds than the study: where its effect is far above the
+    noise, or its claim cannot show on the data, the study's time is better spent elsewhere."""
+
+    set: Overrides = Field(default_factory=list, description="--set overrides, in order")
+    seeds: Annotated[int, Field(ge=1, le=MAX_SEEDS)] = Field(
+        description="the study's first N seeds"
+    )
+
+
+VariantEntry = Annotated[
+    Annotated[Overrides, Tag("list")] | Annotated[Variant, Tag("mapping")],
+    Discriminator(lambda given: "mapping" if isinstance(given, dict | Variant) else "list"),
+]
+TuneBy = Literal["epochs_to_target", "final_val_top1"]
+
+
+class Tune(Strict):
+    """One setting each variant picks for itself, on seeds of its own, before the reporting
+    runs: written `tune: {train.lr: [0.01, 0.03, 0.1], seeds: 2, by: epochs_to_target}`."""
+
+    key: str
+    values: Annotated[list[Any], Field(min_length=2)]
+    seeds: Seeds = Field(2, description="a count (seeds 1000, 1001, …) or a list of seeds")
+    by: TuneBy = Field(
+        "epochs_to_target",
+        description="epochs_to_target: fewest epochs to the target training error; "
+        "final_val_top1: best validation top-1, the mean of the last 3 epochs",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_setting(cls, data: Any) -> Any:
+        """The setting is the one key that is neither `seeds` nor `by`."""
+        if not isinstance(data, dict) or "key" in data:
+            return data
+        named = [k for k in data if k not in ("seeds", "by")]
+        if len(named) != 1:
+            raise ValueError(
+                "must name one setting and its values, e.g. {train.lr: [0.01, 0.03, 0.1], "
+                f"seeds: 2}}; got {', '.join(map(str, named)) or 'none'}"
+            )
+        key = str(named[0])
+        if key in SET_BY_THE_STUDY:
+            raise ValueError(f"cannot tune {key}: the study sets it ({SET_BY_THE_STUDY[key]})")
+        rest = {k: v for k, v in data.items() if k in ("seeds", "by")}
+        return {"key": key, "values": data[named[0]], **rest}
+
+    def override(self, value: Any) -> str:
+        """`key=value` as --set reads it (JSON is YAML)."""
+        return f"{self.key}={json.dumps(value)}"
+
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, int):
+            return list(range(TUNE_SEEDS_FROM, TUNE_SEEDS_FROM + self.seeds))
+        return list(self.seeds)
 
 
 class Study(Strict):
@@ -85,15 +152,18 @@ class Study(Strict):
     epochs: Annotated[int, Field(ge=1)] | None = Field(
         None, description="default: the spec's train.epochs"
     )
-    seeds: Annotated[
-        Annotated[int, Field(ge=1)] | Annotated[list[int], Field(min_length=1)],
-        AfterValidator(check_seeds),
-    ] = Field(3, description=f"a count (seeds 0, 1, …) or a list of seeds; at most {MAX_SEEDS}")
+    seeds: Seeds = Field(
+        3, description=f"a count (seeds 0, 1, …) or a list of seeds; at most {MAX_SEEDS}"
+    )
     target_train_error: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.25, description="report the epochs each run takes to reach this training error"
     )
-    variants: Annotated[dict[VariantName, Overrides], Field(min_length=1)] = Field(
-        description="name: list of --set overrides, in order; the first is the baseline"
+    tune: Tune | None = Field(
+        None, description="a setting each variant picks for itself before the reporting runs"
+    )
+    variants: Annotated[dict[VariantName, VariantEntry], Field(min_length=1)] = Field(
+        description="name: list of --set overrides, in order, or {set: [...], seeds: N}; "
+        "the first is the baseline"
     )
 
 
@@ -115,14 +185,47 @@ class Plan:
         return next(iter(self.study.variants))
 
     def overrides(self, variant: str) -> list[str]:
-        return self.study.variants[variant]
+        given = self.study.variants[variant]
+        return given.set if isinstance(given, Variant) else given
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The variant's reporting seeds: the study's, or the first N of them."""
+        given = self.study.variants[variant]
+        return self.seeds[: given.seeds] if isinstance(given, Variant) else self.seeds
+
+    def variant_path(self, variant: str) -> tuple[str | int, ...]:
+        """Where the variant's overrides sit in the study file."""
+        given = self.study.variants[variant]
+        return ("variants", variant, "set") if isinstance(given, Variant) else ("variants", variant)
+
+    def tuned(self) -> list[str]:
+        """The tuning runs' overrides, one per value; none without `tune`."""
+        tune = self.study.tune
+        return [tune.override(v) for v in tune.values] if tune else []
+
+    def variations(self, variant: str) -> list[list[str]]:
+        """The variant's overrides with each tuned value, or alone without `tune`."""
+        own = self.overrides(variant)
+        return [[*own, tuned] for tuned in self.tuned()] or [own]
 
     def in_variant(self, variant: str, problem: Problem) -> Problem:
         """A problem found in a variant's spec, in the study's terms; it names the variant
-        when the variant's overrides may have caused it."""
-        if not self.overrides(variant):  # the spec's own, or the data's
+        when the variant's overrides or a tuned value may have caused it, and is moved to
+        that override's line in the study file."""
+        if not self.overrides(variant) and not self.tuned():  # the spec's own, or the data's
             return Problem(problem.where, study_terms(problem.message), problem.context)
-        return _in_study(self.doc, variant, self.overrides(variant), problem)
+        where = problem.where
+        if self.doc is not None:
+            places = {text: (*self.variant_path(variant), k)
+                      for k, text in enumerate(self.overrides(variant))}  # fmt: skip
+            if self.study.tune is not None:
+                places |= {text: ("tune", self.study.tune.key, k)
+                           for k, text in enumerate(self.tuned())}  # fmt: skip
+            for text, loc in places.items():
+                if where == f"--set {text}":
+                    where = self.doc.where(loc)
+        context = f"variant {variant}" + (f": {problem.context}" if problem.context else "")
+        return Problem(where, study_terms(problem.message), context)
 
 
 def load_study(
@@ -150,23 +253,25 @@ def load_study(
     spec_path = Path(os.path.normpath(here / study.spec))  # studies/../specs/x → specs/x
     if not spec_path.is_file():
         raise SpecError([Problem(doc.where(("spec",)), f"spec file {spec_path} not found")])
-    base = _check_variants(doc, study, spec_path)
     if data is None:
         data = study.data if study.data == "shapes" else os.path.normpath(here / study.data)
         if data != "shapes" and not Path(data).is_dir():
             message = f"data folder {data} not found; give 'shapes' or a folder with train/, val/"
             raise SpecError([Problem(doc.where(("data",)), message)])
     chosen = study.seeds if seeds is None else _command_line_seeds(seeds)
-    return Plan(
+    plan = Plan(
         study=study,
         path=Path(path),
         spec_path=spec_path,
         data=data,
-        epochs=epochs or study.epochs or base.train.epochs,
+        epochs=epochs or study.epochs or load_spec(spec_path).train.epochs,
         seeds=list(range(chosen)) if isinstance(chosen, int) else list(chosen),
         out=Path(out) if out is not None else Path("runs") / f"ablate-{study.name}",
         doc=doc,
     )
+    _check_variants(plan)
+    _check_tune(plan)
+    return plan
 
 
 def _command_line_seeds(seeds: Sequence[int] | int) -> int | list[int]:
@@ -176,34 +281,51 @@ def _command_line_seeds(seeds: Sequence[int] | int) -> int | list[int]:
         raise UsageError(f"--seeds {exc}") from None
 
 
-def _check_variants(doc: Document, study: Study, spec_path: Path) -> Spec:
-    """Build the spec, then every variant's graph; a mistake an override makes is located
-    at that override in the study file."""
+def _check_variants(plan: Plan) -> None:
+    """Build the spec, then every variant's graph, with each tuned value; a mistake an
+    override makes is located at that override in the study file."""
     from netspec.ir.graph import build_graph
 
-    base = load_spec(spec_path)
-    build_graph(base)  # the spec's own mistakes, reported once, in the spec file
+    build_graph(load_spec(plan.spec_path))  # the spec's own mistakes, once, in the spec file
     problems: list[Problem] = []
-    for name, overrides in study.variants.items():
-        try:
-            build_graph(load_spec(spec_path, overrides))
-        except SpecError as exc:
-            problems += [_in_study(doc, name, overrides, p) for p in exc.problems]
+    for name in plan.study.variants:
+        for overrides in plan.variations(name):
+            try:
+                build_graph(load_spec(plan.spec_path, overrides))
+            except SpecError as exc:
+                problems += [plan.in_variant(name, p) for p in exc.problems]
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+
+
+def _check_tune(plan: Plan) -> None:
+    """A variant may not set what the study tunes, and the tuning seeds are not reporting
+    seeds: a value picked on a seed would otherwise be reported on that same seed."""
+    tune, doc = plan.study.tune, plan.doc
+    if tune is None or doc is None:
+        return
+    problems = [
+        Problem(
+            doc.where((*plan.variant_path(name), k)),
+            f"variant {name} sets {tune.key}, which the study tunes: remove the override, "
+            "or tune something else",
+        )
+        for name in plan.study.variants
+        for k, text in enumerate(plan.overrides(name))
+        if text.partition("=")[0].strip() == tune.key
+    ]
+    shared = sorted(set(tune.seed_list()) & set(plan.seeds))
+    if shared:
+        loc = ("tune", "seeds") if "seeds" in doc.data["tune"] else ("tune",)
+        problems.append(
+            Problem(
+                doc.where(loc),
+                f"tune.seeds and the reporting seeds share seed {', '.join(map(str, shared))}: "
+                "a value must be picked on seeds that are not reported",
+            )
+        )
     if problems:
         raise SpecError(problems)
-    return base
-
-
-def _in_study(
-    doc: Document | None, variant: str, overrides: list[str], problem: Problem
-) -> Problem:
-    """A problem an override caused, moved to that override's line in the study file."""
-    where = problem.where
-    for k, text in enumerate(overrides):
-        if doc is not None and where == f"--set {text}":
-            where = doc.where(("variants", variant, k))
-    context = f"variant {variant}" + (f": {problem.context}" if problem.context else "")
-    return Problem(where, study_terms(problem.message), context)
 
 
 TRAIN_FLAGS = [  # what netspec train's advice names, and where a study says it

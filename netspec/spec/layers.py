@@ -190,7 +190,11 @@ class LRN(Layer):
     folds: ClassVar[bool] = True
     kind: ClassVar[str] = "normalisation"
     size: PosInt = Field(5, description="n: channels in the window")
-    alpha: PosFloat = 1e-4
+    alpha: Annotated[float, Field(ge=0)] = Field(
+        1e-4,
+        description="0 leaves the constant factor k^-beta: a control that keeps LRN's "
+        "rescaling and takes away the competition between maps",
+    )
     beta: PosFloat = 0.75
     k: PosFloat = 2.0
     convention: Literal["paper", "torch", "caffe"] = Field(

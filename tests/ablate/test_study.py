@@ -69,7 +69,7 @@ def test_unknown_key_did_you_mean(tmp_path):
     assert line == (
         f"{tmp_path / 'study.yaml'}:5:1: unknown key 'seed' (did you mean 'seeds'?); "
         "a study takes: name, description, spec, data, epochs, seeds, target_train_error, "
-        "variants"
+        "tune, variants"
     )
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from netspec.ablate import plot
 from netspec.ablate.results import Result, read_result, write_csv
@@ -71,7 +72,7 @@ def run_ablate(args: argparse.Namespace) -> int:
             command=["netspec", *sys.argv[1:]],
             seconds=time.perf_counter() - began,
             trained=sum(o.status != "skipped" for o in [*tuned, *outcomes]),
-            data=_data_said(plan, data),
+            **_data_said(plan, data),
         )
         _report(plan, tuning, jobs, ran)
     print(f"study took {ran.seconds:.0f} s of wall time")
@@ -200,14 +201,15 @@ def _check_data(plan: Plan, data: str, allow_stale: bool) -> None:
                 raise UsageError(str(plan.in_variant(variant, Problem("", str(exc))))) from None
 
 
-def _data_said(plan: Plan, data: str) -> str:
+def _data_said(plan: Plan, data: str) -> dict[str, Any]:
     """The data by name, with its image and class counts, for the provenance block."""
     found = open_data(resolve_data_dir(data), load_spec(plan.spec_path).data, stale="unchecked")
     name = "the built-in shapes" if data == "shapes" else f"`{plan.data}`"
-    return (
+    said = (
         f"{name}: {len(found.train_set):,} training and {len(found.val_set):,} validation "
         f"images of {len(found.classes)} classes"
     )
+    return {"data": said, "val_images": len(found.val_set)}
 
 
 def _results(plan: Plan, jobs: list[Job]) -> list[Result]:

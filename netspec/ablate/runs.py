@@ -221,7 +221,7 @@ class Runner:
 
     def start(self, job: Job, state: State) -> _Running:
         job.folder.mkdir(parents=True, exist_ok=True)
-        self.mark(job, "running", trained_by=self.trained_by)
+        self.mark(job, "running", **self.trained_by)
         with open(job.folder / LOG, "a") as log:
             process = subprocess.Popen(
                 command(self.plan, job, self.data, state == "resume", self.flags),

@@ -128,7 +128,9 @@ class Tune(Strict):
             )
         key = str(named[0])
         if key in SET_BY_THE_STUDY:
-            raise ValueError(f"cannot tune {key}: the study sets it ({SET_BY_THE_STUDY[key]})")
+            raise ValueError(
+                f"names {key}, which the study sets ({SET_BY_THE_STUDY[key]}): tune another setting"
+            )
         rest = {k: v for k, v in data.items() if k in ("seeds", "by")}
         return {"key": key, "values": data[named[0]], **rest}
 

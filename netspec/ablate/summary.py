@@ -18,7 +18,7 @@ from pathlib import Path
 from netspec.ablate.results import LAST, Result
 from netspec.ablate.stats import EXACT_UP_TO, holm, interval, mean_std, sign_flip_p
 from netspec.ablate.study import Plan
-from netspec.ablate.tuning import scores
+from netspec.ablate.tuning import choose, scores
 from netspec.atomic import atomic_write
 
 Metric = Callable[[Result], float | None]
@@ -38,6 +38,7 @@ class Provenance:
     seconds: float  # its wall time
     trained: int  # runs it trained or resumed
     data: str  # the data by name, with its counts
+    val_images: int
 
 
 def _pct(values: list[float]) -> str:
@@ -211,7 +212,7 @@ def render(
     study, target = plan.study, plan.study.target_train_error
     groups = _by_variant(plan, results)
     base_name = plan.baseline
-    chosen = {r.variant: r.setting for r in results if r.setting}
+    chosen = choose(plan, tuned) if tuned else {r.variant: r.setting for r in results if r.setting}
     sizes = _sizes(plan, chosen)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("finished", "diverged")}
     others = len(results) - sum(counts.values())
@@ -252,7 +253,7 @@ def render(
             f"{' | '.join(cells)} | {_epochs_cell(runs, plan.epochs)} |"
         )
     lines += _each_seed(plan, groups)
-    lines += _against(plan, groups, base_name)
+    lines += _against(plan, groups, base_name, ran.val_images)
     lines += [
         "Training error is 1 − top-1 accuracy over each epoch's training batches as they were "
         "trained: random crops, mirrors, colour noise and dropout on, and the weights moving "
@@ -293,7 +294,9 @@ def _each_seed(plan: Plan, groups: dict[str, dict[int, Result]]) -> list[str]:
     return [*lines, ""]
 
 
-def _against(plan: Plan, groups: dict[str, dict[int, Result]], base_name: str) -> list[str]:
+def _against(
+    plan: Plan, groups: dict[str, dict[int, Result]], base_name: str, val_images: int
+) -> list[str]:
     base = groups[base_name]
     others = list(groups.items())[1:]
     pairs = {name: _pairs(base, runs, HEADLINE) for name, runs in others}
@@ -301,6 +304,7 @@ def _against(plan: Plan, groups: dict[str, dict[int, Result]], base_name: str) -
     tested = [name for name in p if p[name] is not None]
     adjusted = dict(zip(tested, holm([p[n] or 0.0 for n in tested]), strict=True))
     target = plan.study.target_train_error
+    image = f"{100 / val_images:.2f} points" if val_images else "100/N points for N images"
     lines = [
         f"## Against the baseline ({base_name})",
         "",
@@ -308,11 +312,12 @@ def _against(plan: Plan, groups: dict[str, dict[int, Result]], base_name: str) -
         "its 95% interval (Student's t, n − 1 degrees of freedom); positive means the "
         "variant's error is higher. p: the exact two-sided sign-flip test of the headline's "
         "paired differences (no normality assumed; with n pairs it cannot go below 2/2ⁿ). "
-        f"Holm: that p adjusted over the study's {len(tested)} comparisons. An interval "
+        f"Holm: that p adjusted over the study's {len(tested)} comparison"
+        f"{'' if len(tested) == 1 else 's'}. An interval "
         "that includes 0 is no finding. The last column divides the variant's mean epochs "
         f"to {100 * target:g}% training error by the baseline's, over the seeds where both "
         "reached it. The intervals leave out the validation set's own sampling noise: one "
-        "image is 100/N points.",
+        f"validation image is {image}.",
         "",
         "| variant | pairs | Δ val top-1 error | p | Holm p | Δ best epoch | Δ val top-5 error "
         "| Δ train error | epochs to target, ÷ baseline |",

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from netspec.ablate import runs
 from netspec.ablate.command import holding
@@ -72,18 +73,23 @@ def test_study_trains_reports_skips_and_resumes(tmp_path, monkeypatch, capsys):
     assert first.returncode == 0, first.stderr
     assert "3 to train, 0 to resume, 0 done; 2 at a time" in first.stdout
     table = rows(out / "results.csv")
-    assert [(r["variant"], r["seed"], r["status"], r["epochs"]) for r in table] == [
+    assert [(r["variant"], r["seed"], r["status"], r["epoch"]) for r in table] == [
         ("baseline", "0", "finished", "1"),
         ("no-lrn", "0", "finished", "1"),
-        ("blowup", "0", "diverged", "0"),  # netspec train stopped it at a non-finite loss
+        ("blowup", "0", "diverged", ""),  # netspec train stopped it at a non-finite loss
     ]
     metrics = [json.loads(line) for line in (out / "baseline/seed0/metrics.jsonl").open()]
-    assert table[0]["val_top1"] == f"{max(m['val_top1'] for m in metrics):.4f}"
-    assert table[0]["train_error"] == f"{1 - metrics[-1]['train_top1']:.4f}"
+    assert table[0]["val_top1_error"] == f"{1 - metrics[0]['val_top1']:.6g}"
+    assert table[0]["train_error"] == f"{1 - metrics[0]['train_top1']:.6g}"
     assert "norm1" not in (out / "no-lrn/seed0/spec.yaml").read_text()  # the removal trained
     summary = (out / "summary.md").read_text()
-    assert "| no-lrn | `layers.norm1=null` | 1 |" in summary
-    assert "| blowup | `train.lr=1.0e30` | 0 (1 diverged) |" in summary
+    size = "4,618 (100%) | 0.09M (100%)"  # tests/nets/tiny.yaml; LRN has no parameters
+    assert f"| no-lrn | `layers.norm1=null` | {size} | 1 |" in summary
+    assert f"| blowup | `train.lr=1.0e30` | {size} | 0 (1 diverged) |" in summary
+    assert f"- Command: `netspec ablate {study} --out {out} --jobs 2`" in summary
+    said = json.loads((out / "baseline/seed0" / runs.STATUS).read_text())
+    assert said["threads"] == "1" and said["torch"] == torch.__version__
+    assert f"with torch {torch.__version__}: 3 of 3 runs" in summary
     assert (out / "curves.png").read_bytes()[:8] == PNG
 
     # a rerun starts no process and touches no run folder
@@ -109,7 +115,33 @@ def test_study_trains_reports_skips_and_resumes(tmp_path, monkeypatch, capsys):
     resumed = [json.loads(line) for line in (out / "baseline/seed0/metrics.jsonl").open()]
     assert [m["epoch"] for m in resumed] == [1, 2] and resumed[0] == metrics[0]
     assert "resuming" in (out / "baseline/seed0/train.log").read_text()
-    assert [r["epochs"] for r in rows(out / "results.csv")] == ["2", "2", "0"]
+    assert [r["epoch"] for r in rows(out / "results.csv")] == ["1", "2", "1", "2", ""]
+
+
+@pytest.mark.slow
+def test_each_variant_trains_at_the_value_its_tuning_runs_picked(tmp_path, monkeypatch):
+    data = ensure_shapes(tmp_path / "data", seed=3, size=32, train_per_class=6, val_per_class=3)
+    study, out = tmp_path / "study.yaml", tmp_path / "out"
+    study.write_text(
+        f"name: tuned\nspec: {TINY}\ndata: {data}\nepochs: 1\nseeds: 1\n"
+        "tune: {train.lr: [0.001, 0.2], seeds: 1, by: final_val_top1}\n"
+        "variants:\n  baseline: []\n"
+    )
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))
+    done = ablate(str(study), "--out", str(out), "--jobs", "2", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert "tuning train.lr: 1 variant × 2 values × 1 seed = 2 runs" in done.stdout
+    top1 = {}
+    for lr in ("0.001", "0.2"):
+        run = out / "baseline" / "tune" / f"train.lr={lr}" / "seed1000"
+        assert f"lr: {lr}\n" in (run / "spec.yaml").read_text()
+        top1[lr] = json.loads((run / "metrics.jsonl").read_text())["val_top1"]
+    best = max(top1, key=lambda lr: (top1[lr], lr == "0.001"))  # a tie: the earlier value
+    assert f"lr: {best}\n" in (out / "baseline" / "seed0" / "spec.yaml").read_text()
+    assert [r["role"] for r in rows(out / "results.csv")] == ["tune", "tune", "report"]
+    summary = (out / "summary.md").read_text()
+    assert f"**{100 * top1[best]:.2f}% top-1**" in summary
+    assert f"| baseline | `train.lr={best}` |" in summary
 
 
 def test_a_folder_trained_otherwise_is_refused_before_anything_trains(tmp_path, capsys):

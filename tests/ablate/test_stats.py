@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from netspec.ablate.stats import T975, interval, mean_std, t975
+from netspec.ablate.stats import T975, holm, interval, mean_std, sign_flip_p, t975
 
 
 def test_t_table_printed_values():
@@ -42,3 +42,35 @@ def test_interval_of_paired_differences():
     assert mean == pytest.approx(0.02)
     assert half == pytest.approx(4.303 * statistics.stdev(diffs) / math.sqrt(3))
     assert interval([0.03]) == (0.03, None)
+
+
+def test_sign_flip_p_by_hand():
+    # [0.02, 0.05, -0.01]: the 8 sign patterns sum to ±0.06, ±0.08, ±0.04, ±0.02; four of
+    # them (±0.06, ±0.08) are at least as far from 0 as the observed 0.06
+    assert sign_flip_p([0.02, 0.05, -0.01]) == 0.5
+    assert sign_flip_p([1, 2, 3, 4]) == 2 / 16  # only all-plus and all-minus reach 10
+    assert sign_flip_p([0.01] * 10) == 2 / 2**10  # the smallest p 10 pairs allow
+    assert sign_flip_p([0.0, 0.0, 0.0]) == 1.0  # no difference at all
+    assert sign_flip_p([0.3]) == 1.0  # one pair: its sign is all there is
+
+
+def test_sign_flip_p_against_brute_force():
+    import itertools
+    import random
+
+    rng = random.Random(7)
+    for n in (2, 5, 9):
+        d = [rng.gauss(0.1, 1.0) for _ in range(n)]
+        far = sum(
+            abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= abs(sum(d)) - 1e-12
+            for signs in itertools.product((1, -1), repeat=n)
+        )
+        assert sign_flip_p(d) == far / 2**n
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1 = 0.04, 0.09, 0.08 → 0.09 (kept monotone), 0.5
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])  # 0.4 × 1 is raised to 0.6
+    assert holm([0.6, 0.9, 0.2]) == pytest.approx([1.0, 1.0, 0.6])  # capped at 1
+    assert holm([0.04]) == [0.04]

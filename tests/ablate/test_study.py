@@ -258,3 +258,102 @@ ADVICE = {
 @pytest.mark.parametrize(("advice", "in_a_study"), ADVICE.items())
 def test_trains_advice_is_given_as_overrides(advice, in_a_study):
     assert study_terms(advice) == in_a_study
+
+
+FEWER = GOOD.replace("seeds: 2", "seeds: 4") + (
+    "  no-drop:\n    set: [layers.drop=null]\n    seeds: 2\n"
+)
+
+
+def test_a_variant_may_run_fewer_seeds(tmp_path):
+    plan = load_study(write(tmp_path, FEWER))
+    assert [plan.seeds_of(v) for v in plan.study.variants] == [[0, 1, 2, 3]] * 2 + [[0, 1]]
+    assert plan.overrides("no-drop") == ["layers.drop=null"]
+    assert load_study(write(tmp_path, FEWER), seeds=[5, 9, 11]).seeds_of("no-drop") == [5, 9]
+
+
+def test_a_mistake_in_a_variants_mapping_is_located(tmp_path):
+    (line,) = problems(tmp_path, FEWER.replace("[layers.drop=null]", "[layers.dorp=null]"))
+    assert line.startswith(
+        f"{tmp_path / 'study.yaml'}:10:11: variant no-drop: no layer named 'dorp' in layers"
+    )
+    (line,) = problems(tmp_path, FEWER.replace("    seeds: 2\n", ""))
+    assert line == f"{tmp_path / 'study.yaml'}:10:5: missing required key 'seeds'"
+    (line,) = problems(tmp_path, FEWER.replace("    seeds: 2\n", "    seeds: 0\n"))
+    assert line == f"{tmp_path / 'study.yaml'}:11:12: variants.no-drop.seeds must be ≥ 1, got 0"
+
+
+TUNED = GOOD.replace("variants:", "tune: {train.lr: [0.01, 0.1], seeds: 2}\nvariants:")
+
+
+def test_tune_names_one_setting_and_keeps_its_seeds_apart(tmp_path):
+    plan = load_study(write(tmp_path, TUNED))
+    assert plan.tuned() == ["train.lr=0.01", "train.lr=0.1"]
+    assert plan.study.tune is not None and plan.study.tune.seed_list() == [1000, 1001]
+    assert plan.study.tune.by == "epochs_to_target"
+    assert plan.variations("no-lrn") == [
+        ["layers.norm1=null", "train.lr=0.01"],
+        ["layers.norm1=null", "train.lr=0.1"],
+    ]
+    at = tmp_path / "study.yaml"
+    (line,) = problems(tmp_path, TUNED.replace("seeds: 2}", "seeds: [1, 7]}"))
+    assert line == (
+        f"{at}:6:38: tune.seeds and the reporting seeds share seed 1: a value must be picked "
+        "on seeds that are not reported"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tune", "said"),
+    [
+        ("{seeds: 2}", "6:7: tune must name one setting and its values, e.g. {train.lr: "
+         "[0.01, 0.03, 0.1], seeds: 2}; got none"),
+        ("{train.lr: [0.1], seeds: 2}", "6:7: tune.values needs at least 2 items, got 1"),
+        ("{train.lr: [0.1, 0.2], by: fastest}", "6:34: tune.by must be one of "
+         "'epochs_to_target' or 'final_val_top1', got 'fastest'"),
+        ("{train.seed: [1, 2]}", "6:7: tune names train.seed, which the study sets (seeds): "
+         "tune another setting"),
+    ],
+)  # fmt: skip
+def test_tune_mistakes_are_located(tmp_path, tune, said):
+    text = GOOD.replace("variants:", f"tune: {tune}\nvariants:")
+    (line,) = problems(tmp_path, text)
+    assert line == f"{tmp_path / 'study.yaml'}:{said}"
+
+
+def test_a_tuned_value_that_breaks_a_variant_is_located_at_the_value(tmp_path):
+    text = GOOD.replace("variants:", "tune: {layers.conv1.filters: [4, 0]}\nvariants:")
+    got = problems(tmp_path, text)
+    assert [line.split(": layers[0]")[0] for line in got] == [
+        f"{tmp_path / 'study.yaml'}:6:34: variant baseline",
+        f"{tmp_path / 'study.yaml'}:6:34: variant no-lrn",
+    ]
+    (line,) = problems(tmp_path, TUNED.replace("[layers.norm1=null]", "[train.lr=0.5]"))
+    assert line == (
+        f"{tmp_path / 'study.yaml'}:9:12: variant no-lrn sets train.lr, which the study tunes: "
+        "remove the override, or tune something else"
+    )
+
+
+def test_the_paper_studys_pooling_variant_changes_nothing_but_the_overlap():
+    """3/2 pooling rounded up and plain 2/2 pooling give the same maps, the same parameters
+    and no warning about pixels left out, so `no-overlap` measures overlap alone."""
+    from netspec.ir.graph import build_graph
+    from netspec.spec.model import load_spec
+
+    plan = load_study(ROOT / "studies" / "paper.yaml")
+    specs = [load_spec(plan.spec_path, plan.overrides(v)) for v in ("baseline", "no-overlap")]
+    pools = [{layer.name: layer for layer in s.layers if layer.type == "maxpool"} for s in specs]
+    assert [(p.kernel, p.stride, p.ceil) for p in pools[0].values()] == [((3, 3), (2, 2), True)] * 3
+    assert [(p.kernel, p.stride) for p in pools[1].values()] == [((2, 2), (2, 2))] * 3
+    base, flat = (build_graph(s) for s in specs)
+    shapes = [{n.name: n.shape for n in g.layers()} for g in (base, flat)]
+    assert shapes[0] == shapes[1]
+    assert [shapes[0][p] for p in ("pool1", "pool2", "pool5")] == [
+        (32, 8, 8),
+        (64, 4, 4),
+        (64, 2, 2),
+    ]
+    assert base.net.params == flat.net.params == 286_058
+    assert base.net.macs == flat.net.macs
+    assert base.net.warnings == flat.net.warnings == []

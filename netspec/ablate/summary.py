@@ -144,12 +144,15 @@ def _sizes(plan: Plan, chosen: dict[str, str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _provenance(plan: Plan, results: list[Result], ran: Provenance) -> list[str]:
+def _provenance(
+    plan: Plan, results: list[Result], tuned: list[Result], ran: Provenance
+) -> list[str]:
+    every = [*tuned, *results]
     made = Counter(
         (r.trained_by.get("netspec", "not recorded"), r.trained_by.get("torch", "not recorded"))
-        for r in results
+        for r in every
     )
-    threads = sorted({r.trained_by.get("threads", "not recorded") for r in results})
+    threads = sorted({r.trained_by.get("threads", "not recorded") for r in every})
     seeds = [f"seeds {_seed_range(plan.seeds)}"] + [
         f"{v}: {_seed_range(plan.seeds_of(v))}"
         for v in plan.study.variants
@@ -157,7 +160,7 @@ def _provenance(plan: Plan, results: list[Result], ran: Provenance) -> list[str]
     ]
     lines = ["## Provenance", "", f"- Command: `{shlex.join(ran.command)}`"]
     lines += [
-        f"- Trained by netspec {code} with torch {torch}: {count} of {len(results)} runs"
+        f"- Trained by netspec {code} with torch {torch}: {count} of {len(every)} runs"
         for (code, torch), count in sorted(made.items())
     ]
     lines += [
@@ -165,8 +168,8 @@ def _provenance(plan: Plan, results: list[Result], ran: Provenance) -> list[str]
         f"- Spec `{plan.spec_path}`; data {ran.data}",
         f"- {plan.epochs} epochs; {'; '.join(seeds)}",
         f"- Wall time of this command: {ran.seconds:,.0f} s, in which it trained "
-        f"{ran.trained} runs; the reported runs' epochs took "
-        f"{sum(r.seconds for r in results):,.0f} s in all",
+        f"{ran.trained} runs; the runs' epochs took {sum(r.seconds for r in every):,.0f} s "
+        f"in all" + (f", {sum(r.seconds for r in tuned):,.0f} s of it tuning" if tuned else ""),
         "",
     ]
     return lines
@@ -223,7 +226,7 @@ def render(
         f"{len(results)} reported runs: {counts['finished']} finished, "
         f"{counts['diverged']} diverged" + (f", {others} not finished" if others else "") + ".",
         "",
-        *_provenance(plan, results, ran),
+        *_provenance(plan, results, tuned or [], ran),
         *_tuning(plan, tuned or [], chosen),
         "## Each variant",
         "",

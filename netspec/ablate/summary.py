@@ -74,9 +74,12 @@ def _difference(pairs: list[tuple[float, float]]) -> str:
         return "—"
     if all(b == 0 and v == 0 for b, v in pairs):
         return "saturated: 0 on both sides"
-    mean, half = interval([v - b for b, v in pairs])
+    differences = [v - b for b, v in pairs]
+    mean, half = interval(differences)
     if half is None:
         return f"{100 * mean:+.2f} (one seed)"
+    if max(differences) == min(differences):  # an interval of width 0 would read as certainty
+        return f"{100 * mean:+.2f} on every seed"
     return f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
 
 

@@ -182,3 +182,17 @@ def test_each_variant_picks_its_own_value(tmp_path):
     assert "| base | 3.0 epochs | **1.0 epochs** |" in text
     assert "| worse | **1.0 epochs** | 4.0 epochs |" in text  # never: one past the last epoch
     assert "| base | `train.lr=0.1` |" in text  # the value is named where the variant is
+
+
+def test_a_difference_without_spread_is_said_not_shown_as_an_interval(tmp_path):
+    plan = plan_of(tmp_path)
+    jobs = []
+    for variant, top1 in (("base", 0.5), ("worse", 0.4)):
+        for seed in (0, 1):
+            job = Job(variant, seed, plan.out / variant / f"seed{seed}")
+            fake_run(job.folder, [top1] * 3, [0.3, 0.2, 0.1])
+            jobs.append(job)
+    text = render(plan, [read_result(j, EPOCHS, 0.5) for j in jobs], RAN)
+    (row,) = [line for line in text.splitlines() if line.startswith("| worse | 2 |")]
+    assert row.split(" | ")[2] == "+10.00 on every seed"
+    assert row.split(" | ")[6] == "+10.00 on every seed"  # top-5: 0.7 against 0.6, each seed

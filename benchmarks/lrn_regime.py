@@ -59,7 +59,7 @@ def main() -> None:
         model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
     model.eval()
     data = open_data(resolve_data_dir(args.data), spec.data)
-    x, _ = next(iter(data.val_loader(args.images)))
+    x = data.finish(torch.device("cpu"))(next(iter(data.val_loader(args.images))))
     norms = [layer for layer in spec.layers if isinstance(layer, LRN)]
     inputs: dict[str, torch.Tensor] = {}
     for layer in norms:
@@ -67,7 +67,7 @@ def main() -> None:
             lambda m, a, name=layer.name: inputs.__setitem__(name, a[0].detach())
         )
     with torch.no_grad():
-        model(x * spec.data.pixel_scale)
+        model(x)  # finished: the mean taken away and the pixel scale applied, as in training
     groups = max(1, len(spec.groups))
     print(
         f"{'layer':6}  {'α':>7}  {'k':>4}  {'D: median':>10}  {'90%':>8}  {'99%':>8}  "

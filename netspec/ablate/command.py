@@ -213,7 +213,11 @@ def _data_said(plan: Plan, data: str) -> dict[str, Any]:
 
 
 def _results(plan: Plan, jobs: list[Job]) -> list[Result]:
-    return [read_result(job, plan.epochs, plan.study.target_train_error) for job in jobs]
+    """Tuning runs read at the study file's target, reported runs at the plan's."""
+    return [
+        read_result(job, plan.epochs, plan.study.target_train_error if job.tuning else plan.target)
+        for job in jobs
+    ]
 
 
 def _report(plan: Plan, tuning: list[Job], jobs: list[Job], ran: Provenance) -> None:
@@ -222,6 +226,6 @@ def _report(plan: Plan, tuning: list[Job], jobs: list[Job], ran: Provenance) -> 
     write_csv([*tuned, *results], csv)
     write_summary(plan, results, tuned, ran, summary)
     title = f"{plan.study.name} on {Path(plan.data).name}"
-    plot.draw(results, list(plan.study.variants), plan.study.target_train_error, title, curves)
+    plot.draw(results, list(plan.study.variants), plan.target, title, curves)
     for path in (csv, summary, curves):
         print(f"wrote {path}")

@@ -180,6 +180,10 @@ class Plan:
     epochs: int
     seeds: list[int]
     out: Path
+    # the training error whose epochs the summary reports: the file's, or --target's; the
+    # tuning runs are always scored at the file's, so that --target can read the same runs
+    # again at another mark without changing what they were picked by
+    target: float
     doc: Document | None = field(default=None, compare=False, repr=False)  # the study file
 
     @property
@@ -249,8 +253,6 @@ def load_study(
             [Problem(doc.where(()), "a study is a mapping with name, spec, data, variants")]
         )
     study = validate_as(doc, Study)
-    if target is not None:
-        study = study.model_copy(update={"target_train_error": target})
     here = Path(path).parent
     spec_path = Path(os.path.normpath(here / study.spec))  # studies/../specs/x → specs/x
     if not spec_path.is_file():
@@ -269,6 +271,7 @@ def load_study(
         epochs=epochs or study.epochs or load_spec(spec_path).train.epochs,
         seeds=list(range(chosen)) if isinstance(chosen, int) else list(chosen),
         out=Path(out) if out is not None else Path("runs") / f"ablate-{study.name}",
+        target=study.target_train_error if target is None else target,
         doc=doc,
     )
     _check_variants(plan)

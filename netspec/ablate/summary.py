@@ -215,7 +215,7 @@ def render(
     ran: Provenance,
     tuned: list[Result] | None = None,
 ) -> str:
-    study, target = plan.study, plan.study.target_train_error
+    study, target = plan.study, plan.target
     groups = _by_variant(plan, results)
     base_name = plan.baseline
     chosen = choose(plan, tuned) if tuned else {r.variant: r.setting for r in results if r.setting}
@@ -262,9 +262,9 @@ def render(
     lines += _against(plan, groups, base_name, ran.val_images)
     lines += [
         "Training error is 1 − top-1 accuracy over each epoch's training batches as they were "
-        "trained: random crops, mirrors, colour noise and dropout on, and the weights moving "
-        "during the epoch. It is higher than the finished weights' error on clean training "
-        "images would be.",
+        "trained: with the spec's augmentation and dropout, if it has them, and the weights "
+        "moving during the epoch. It is higher than the finished weights' error on clean "
+        "training images would be.",
         "",
     ]
     return "\n".join(lines)
@@ -276,7 +276,7 @@ def _each_seed(plan: Plan, groups: dict[str, dict[int, Result]]) -> list[str]:
         "## Each seed",
         "",
         f"Validation top-1 error in percent (last {LAST} epochs), then the epoch each run first "
-        f"reached {100 * plan.study.target_train_error:g}% training error (>{plan.epochs}: "
+        f"reached {100 * plan.target:g}% training error (>{plan.epochs}: "
         "never), by seed; ÷: diverged, …: not finished.",
         "",
         "| variant | " + " | ".join(f"seed {s}" for s in plan.seeds) + " |",
@@ -309,7 +309,7 @@ def _against(
     p = {name: _p(found) for name, found in pairs.items()}
     tested = [name for name in p if p[name] is not None]
     adjusted = dict(zip(tested, holm([p[n] or 0.0 for n in tested]), strict=True))
-    target = plan.study.target_train_error
+    target = plan.target
     image = f"{100 / val_images:.2f} points" if val_images else "100/N points for N images"
     lines = [
         f"## Against the baseline ({base_name})",

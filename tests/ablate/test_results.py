@@ -54,6 +54,7 @@ def plan_of(tmp_path: Path, **study: object) -> Plan:
         epochs=EPOCHS,
         seeds=[0, 1, 2],
         out=tmp_path / "out",
+        target=0.5,
     )
 
 
@@ -134,7 +135,7 @@ def test_summary_headline_pairs_p_and_ratio(study):
     assert "| 3.0 ± 0.0 (1 of 2; 1 censored) |" in text
     assert f"| worse | {100 * worse_err[0]:.2f} · 3 | {100 * worse_err[1]:.2f} · >3 | ÷ |" in text
     assert "one validation image is 3.33 points" in text  # 30 images
-    assert "dropout on" in text  # the training error's caveat is stated
+    assert "the spec's augmentation and dropout" in text  # the training error's caveat
 
 
 def test_summary_names_its_provenance(study):
@@ -196,3 +197,18 @@ def test_a_difference_without_spread_is_said_not_shown_as_an_interval(tmp_path):
     (row,) = [line for line in text.splitlines() if line.startswith("| worse | 2 |")]
     assert row.split(" | ")[2] == "+10.00 on every seed"
     assert row.split(" | ")[6] == "+10.00 on every seed"  # top-5: 0.7 against 0.6, each seed
+
+
+def test_target_reads_reported_runs_again_and_leaves_the_tuning_alone(tmp_path):
+    from dataclasses import replace
+
+    from netspec.ablate.command import _results
+
+    plan = replace(plan_of(tmp_path, tune=Tune(key="train.lr", values=[0.01, 0.1])), target=0.25)
+    tuning = Job("base", 1000, plan.out / "t", "train.lr=0.1", tuning=True)
+    report = Job("base", 0, plan.out / "r", "train.lr=0.1")
+    for job in (tuning, report):
+        fake_run(job.folder, [0.5, 0.5, 0.5], [0.6, 0.7, 0.8])  # train error 0.4, 0.3, 0.2
+    tuned, reported = _results(plan, [tuning, report])
+    assert tuned.epochs_to_target == 1  # at the file's 50%
+    assert reported.epochs_to_target == 3  # at --target's 25%

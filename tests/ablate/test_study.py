@@ -51,11 +51,10 @@ def test_a_good_study_resolves_paths_seeds_and_epochs(tmp_path):
 
 
 def test_the_command_line_replaces_the_files_choices(tmp_path):
-    plan = load_study(
-        write(tmp_path, GOOD), data="/d", epochs=5, seeds=[3, 7], out="o", target=0.25
-    )
+    plan = load_study(write(tmp_path, GOOD), data="/d", epochs=5, seeds=[3, 7], out="o", target=0.1)
     assert (plan.data, plan.epochs, plan.seeds, plan.out) == ("/d", 5, [3, 7], Path("o"))
-    assert plan.study.target_train_error == 0.25
+    assert plan.target == 0.1  # the report's; the tuning runs are scored at the file's
+    assert plan.study.target_train_error == load_study(write(tmp_path, GOOD)).target == 0.25
     assert load_study(write(tmp_path, GOOD), seeds=4).seeds == [0, 1, 2, 3]
 
 

@@ -35,6 +35,7 @@ from netspec.outputs import check_folder
 from netspec.spec.model import load_spec
 from netspec.train.checks import check_data_fits, check_sizes, check_workers
 from netspec.train.data import open_data, resolve_data_dir
+from netspec.train.runfolder import holder_said
 
 LOCK = ".lock"  # in the study's folder, held by the one netspec ablate working in it
 CARRY_ON = "run the same command again to carry on"
@@ -138,8 +139,7 @@ def holding(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            pid = f" (pid {holder})" if holder.isdigit() else ""
+            pid = holder_said(fd)
             raise UsageError(
                 f"{out} is in use by another netspec ablate{pid}: wait for it to finish, "
                 "or choose another --out"

@@ -76,6 +76,23 @@ def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+HOLDER_WAIT = 1.0  # seconds a refused process waits for the holder to write its pid
+
+
+def holder_said(fd: int) -> str:
+    """` (pid N)` of the process holding a lock file, or "" if it has not said: the holder
+    writes its pid just after taking the lock, so a process refused in between waits a
+    moment for it rather than naming no one."""
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder.isdigit():
+            return f" (pid {holder})"
+        if time.monotonic() > deadline:
+            return ""
+        time.sleep(0.02)
+
+
 class RunFolder:
     """The files of one run, each written whole or appended line by line."""
 
@@ -97,9 +114,8 @@ class RunFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            pid = holder_said(fd)
             os.close(fd)
-            pid = f" (pid {holder})" if holder.isdigit() else ""
             raise UsageError(
                 f"{self.path} is in use by another netspec train{pid}: wait for it to "
                 "finish, or choose another --out"

@@ -20,10 +20,12 @@ class Score:
 
     value: float  # epochs to target (a miss counts as one past the last epoch), or −top-1
     tiebreak: float  # the last epoch's training error: whole epochs tie often
+    diverged: int = 0  # runs that did not finish: any makes the value the worst there is
+    runs: int = 1
 
     def said(self, by: str) -> str:
         if math.isinf(self.value):
-            return "diverged"
+            return f"diverged in {self.diverged} of {self.runs}"
         if by == "epochs_to_target":
             return f"{self.value:.1f} epochs"
         return f"{100 * -self.value:.2f}% top-1"
@@ -52,7 +54,10 @@ def scores(plan: Plan, results: list[Result]) -> dict[str, dict[str, Score]]:
                 continue
             pairs = [_run_score(r, tune, plan.epochs) for r in runs]
             out.setdefault(variant, {})[setting] = Score(
-                sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)
+                sum(p[0] for p in pairs) / len(pairs),
+                sum(p[1] for p in pairs) / len(pairs),
+                diverged=sum(not r.usable for r in runs),
+                runs=len(runs),
             )
     return out
 

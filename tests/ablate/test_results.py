@@ -183,6 +183,14 @@ def test_each_variant_picks_its_own_value(tmp_path):
     assert "| base | 3.0 epochs | **1.0 epochs** |" in text
     assert "| worse | **1.0 epochs** | 4.0 epochs |" in text  # never: one past the last epoch
     assert "| base | `train.lr=0.1` |" in text  # the value is named where the variant is
+    failed = Job(
+        "worse", 1001, plan.out / "worse" / "tune" / "train.lr=0.01" / "s", "train.lr=0.01", True
+    )
+    fake_run(failed.folder, [0.1], [0.1], status={"status": "diverged"})
+    results.append(read_result(failed, EPOCHS, 0.5))
+    assert choose(plan, results)["worse"] == "train.lr=0.1"  # a diverged run is the worst
+    text = render(plan, [read_result(report, EPOCHS, 0.5)], RAN, results)
+    assert "| worse | diverged in 1 of 2 | **4.0 epochs** |" in text
 
 
 def test_a_difference_without_spread_is_said_not_shown_as_an_interval(tmp_path):

@@ -129,7 +129,12 @@ def test_summary_headline_pairs_p_and_ratio(study):
     cells = row.split(" | ")
     # both differences positive: 2 of the 4 sign patterns are as far from 0; one comparison
     assert cells[2:5] == [expected, "0.5", "0.5"]
-    assert cells[6] == "saturated: 0 on both sides" or cells[6].startswith(("+", "-"))
+    # top-5 errors (last 3 epochs): base 0.3, 0, 0.1 and 0.2, 0.1, 0; worse 0.5, 0.2, 0.15 and
+    # 0.3, 0.2, 0.1: differences 0.15 and 0.1
+    top5 = [0.15, 0.1]
+    half5 = 12.706 * statistics.stdev(top5) / math.sqrt(2)
+    m5 = statistics.mean(top5)
+    assert cells[6] == f"{100 * m5:+.2f} [{100 * (m5 - half5):+.2f}, {100 * (m5 + half5):+.2f}]"
     # epochs to 50% train error: base 2, 2, 3; worse 3 (seed 0), never (seed 1)
     assert row.endswith("| 1.50× (1 of 2 seeds; variant never reached it in 1) |")
     assert "| 3.0 ± 0.0 (1 of 2; 1 censored) |" in text
